@@ -1,0 +1,40 @@
+"""The ``twinchain`` command (Typer + Rich).
+
+Sub-commands are added as the capabilities behind them land; each one only claims what
+works.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version as dist_version
+
+import typer
+
+app = typer.Typer(
+    name="twinchain",
+    help="TwinChain: a permissioned blockchain model registry for digital twins of 6G networks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the TwinChain version."""
+    typer.echo(dist_version("twinchain"))
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def sim(ctx: typer.Context) -> None:
+    """Run the deterministic consensus simulator (options of `python -m node.consensus.sim`)."""
+    from node.consensus.sim.__main__ import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())
