@@ -21,7 +21,8 @@
     Actions (the `action` argument of `propose`):
         GRANT_ROLE=1     account gains the bits in `argument` (no ADMIN bit)
         REVOKE_ROLE=2    account loses the bits in `argument` (no ADMIN bit)
-        SET_THRESHOLD=3  threshold becomes `argument` (1 <= argument <= admin count)
+        SET_THRESHOLD=3  threshold becomes `argument` (1 <= argument <= admin count;
+                         `account` must be the zero address)
         ADD_ADMIN=4      account gains ADMIN (`argument` must be 0)
         REMOVE_ADMIN=5   account loses ADMIN; refused if fewer admins than the
                          threshold would remain (`argument` must be 0)
@@ -288,9 +289,11 @@ def _check_action(action: uint256, account: address, argument: uint256):
         assert argument & ADMIN == 0, "use ADD_ADMIN or REMOVE_ADMIN for the ADMIN role"
         if action == GRANT_ROLE:
             assert held & argument != argument, "role already held"
+            self._check_room(held, held | argument)
         else:
             assert held & argument != 0, "role not held"
     elif action == SET_THRESHOLD:
+        assert account == empty(address), "account must be zero"
         assert argument >= 1 and argument <= len(self._admins), "invalid threshold"
         assert argument != self.threshold, "threshold unchanged"
     elif action == ADD_ADMIN or action == REMOVE_ADMIN:
@@ -298,11 +301,27 @@ def _check_action(action: uint256, account: address, argument: uint256):
         assert argument == 0, "argument must be zero"
         if action == ADD_ADMIN:
             assert held & ADMIN == 0, "already an ADMIN"
+            self._check_room(held, held | ADMIN)
         else:
-            assert held & ADMIN != 0, "not an ADMIN"
+            assert held & ADMIN != 0, "account is not an ADMIN"
             assert len(self._admins) > self.threshold, "would leave fewer admins than threshold"
     else:
         raise "unknown action"
+
+
+@view
+@internal
+def _check_room(old: uint256, new: uint256):
+    """
+    @dev The enumerations are bounded; refuse a change that would overflow one.
+    """
+    if old == 0:
+        assert len(self._members) < MAX_MEMBERS, "member list full"
+    gained: uint256 = new & ~old
+    if gained & MINER != 0:
+        assert len(self._miners) < MAX_MINERS, "miner list full"
+    if gained & ADMIN != 0:
+        assert len(self._admins) < MAX_ADMINS, "admin list full"
 
 
 @view
@@ -327,8 +346,8 @@ def _set_roles(account: address, new: uint256, proposal_id: uint256):
     old: uint256 = self._roles[account]
     if old == new:
         return
+    self._check_room(old, new)
     if old == 0:
-        assert len(self._members) < MAX_MEMBERS, "member list full"
         self._members.append(account)
         self._member_slot[account] = len(self._members)
     elif new == 0:
@@ -336,12 +355,10 @@ def _set_roles(account: address, new: uint256, proposal_id: uint256):
     gained: uint256 = new & ~old
     lost: uint256 = old & ~new
     if gained & MINER != 0:
-        assert len(self._miners) < MAX_MINERS, "miner list full"
         self._miners.append(account)
     if lost & MINER != 0:
         self._miners = self._without(self._miners, account)
     if gained & ADMIN != 0:
-        assert len(self._admins) < MAX_ADMINS, "admin list full"
         self._admins.append(account)
     if lost & ADMIN != 0:
         kept: DynArray[address, MAX_ADMINS] = []

@@ -30,7 +30,9 @@
     single parent is the base version and whose format is the base's format.
 
     Loops are bounded by the DynArray caps below; the only scan over history is the
-    `latest` view, which walks back from the newest version.
+    `latest` view, which walks back from the newest version over at most
+    MAX_LATEST_SCAN versions (if that many newest versions are all revoked it
+    reverts "no live version").
 """
 
 
@@ -64,7 +66,7 @@ MAX_PARENTS: constant(uint256) = 8
 MAX_DATASETS: constant(uint256) = 16
 MAX_ALIASES: constant(uint256) = 16
 MAX_UPDATES: constant(uint256) = 128
-MAX_VERSIONS_PER_MODEL: constant(uint256) = 65536
+MAX_LATEST_SCAN: constant(uint256) = 4096
 
 
 struct Dataset:
@@ -373,7 +375,6 @@ def _register_version(
 
     key: bytes32 = keccak256(name)
     version: uint256 = self._model_versions[key] + 1
-    assert version <= MAX_VERSIONS_PER_MODEL, "too many versions"
     if version == 1:
         self._model_names[self.modelCount] = name
         self.modelCount += 1
@@ -802,11 +803,12 @@ def modelNameAt(index: uint256) -> String[MAX_NAME]:
 def latest(name: String[MAX_NAME]) -> uint256:
     """
     @notice Global id of the newest non-revoked version of `name`.
+    @dev Looks at the newest MAX_LATEST_SCAN versions at most.
     """
     key: bytes32 = keccak256(name)
     count: uint256 = self._model_versions[key]
     assert count > 0, "unknown model"
-    for i: uint256 in range(count, bound=MAX_VERSIONS_PER_MODEL):
+    for i: uint256 in range(min(count, MAX_LATEST_SCAN), bound=MAX_LATEST_SCAN):
         version_id: uint256 = self._model_version_ids[key][count - i]
         if self._versions[version_id].status != REVOKED:
             return version_id
