@@ -104,6 +104,16 @@ class TestNet:
         self.send(fn, sender, value)
         return result
 
+    def record(self, contract: Contract, getter: str, *args: Any) -> dict[str, Any]:
+        """Call a view returning a struct and name its fields after the ABI."""
+        (output,) = next(
+            item["outputs"]
+            for item in contract.abi
+            if item.get("type") == "function" and item["name"] == getter
+        )
+        values = getattr(contract.functions, getter)(*args).call()
+        return dict(zip((c["name"] for c in output["components"]), values, strict=True))
+
     def spares(self, count: int) -> list[str]:
         """Names of ``count`` funded accounts that hold no role in the shared fixture."""
         names = [name for name in self.accounts if name.startswith("spare")]
