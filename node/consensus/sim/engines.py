@@ -1,0 +1,106 @@
+"""Which engines the simulator can run, and the configuration it runs them with.
+
+Engines are imported lazily, so the simulator (and its own tests) work while an engine
+module is still being written. The simulator's default configuration shortens the
+timeouts so that a few hundred ticks contain many view changes; ``--config key=value``
+overrides any field of the engine's config dataclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.consensus.engine import BlockValidator, Engine
+from node.consensus.messages import Kind, Signer
+from node.consensus.sim.host import EngineFactory
+from node.consensus.types import Hash32, ValidatorSet
+
+#: The simulator's chain id: a run's signatures are never valid on a real network.
+SIM_CHAIN_ID = 0x5117
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build one engine kind for a run."""
+
+    name: str
+    commit_kind: Kind
+    build: Callable[[int, dict[str, int]], EngineFactory]
+    defaults: tuple[tuple[str, int], ...] = ()
+
+
+def _pbft(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
+    from node.consensus.pbft import PbftConfig, PbftEngine
+
+    config = PbftConfig(chain_id=chain_id, **overrides)
+
+    def make(
+        signer: Signer,
+        validators: ValidatorSet,
+        validate: BlockValidator,
+        height: int,
+        tip: Hash32,
+        hard_state: bytes | None,
+    ) -> Engine:
+        return PbftEngine(  # type: ignore[no-any-return]
+            config,
+            signer,
+            validators,
+            validate,
+            committed_height=height,
+            committed_hash=tip,
+            hard_state=hard_state,
+        )
+
+    return make
+
+
+def _dpos(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
+    from node.consensus.dpos import DposConfig, DposEngine
+
+    config = DposConfig(chain_id=chain_id, **overrides)
+
+    def make(
+        signer: Signer,
+        validators: ValidatorSet,
+        validate: BlockValidator,
+        height: int,
+        tip: Hash32,
+        hard_state: bytes | None,
+    ) -> Engine:
+        return DposEngine(  # type: ignore[no-any-return]
+            config,
+            signer,
+            validators,
+            validate,
+            committed_height=height,
+            committed_hash=tip,
+            hard_state=hard_state,
+        )
+
+    return make
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "pbft": EngineSpec(
+        "pbft", Kind.COMMIT, _pbft, defaults=(("base_timeout", 10), ("max_timeout", 80))
+    ),
+    "dpos": EngineSpec("dpos", Kind.CONFIRM, _dpos),
+}
+
+
+def register_engine(spec: EngineSpec) -> None:
+    """Make another engine available to the simulator (tests plug in toy engines)."""
+    ENGINES[spec.name] = spec
+
+
+def engine_factory(name: str, chain_id: int, config: tuple[tuple[str, int], ...]) -> EngineFactory:
+    """The factory for ``name`` with the simulator defaults overridden by ``config``."""
+    try:
+        spec = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; one of {sorted(ENGINES)}") from None
+    settings = dict(spec.defaults)
+    settings.update(config)
+    return spec.build(chain_id, settings)
