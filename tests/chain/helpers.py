@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from eth_account import Account
 from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
+from web3 import Web3
 
+from contracts import load_artifact
+from node.chain.block import Header
+from node.chain.executor import ExecutionResult, Executor
 from node.chain.genesis import Genesis, GenesisState, build_genesis, parse_genesis
-from node.chain.types import ZERO_HASH, Address, Hash32
+from node.chain.types import REGISTRY_ADDRESS, ZERO_HASH, Address, Hash32
 
 CHAIN_ID = 7311
 GAS_LIMIT = 30_000_000
@@ -112,7 +118,7 @@ def sign(
         "chainId": chain_id,
     }
     if to is not None:
-        tx["to"] = "0x" + to.hex()
+        tx["to"] = to_checksum_address(to)
     if tx_type == 2:
         tx.update(type=2, maxFeePerGas=price, maxPriorityFeePerGas=price)
     elif tx_type == 1:
@@ -124,7 +130,8 @@ def sign(
 
 def transfer(sender: Key, nonce: int, to: Key, value: int = 1, **kwargs: Any) -> bytes:
     """A plain value transfer."""
-    return sign(sender, nonce, to.address, value=value, gas=21_000, **kwargs)
+    kwargs.setdefault("gas", 21_000)
+    return sign(sender, nonce, to.address, value=value, **kwargs)
 
 
 BUILD_ARGS: dict[str, Any] = {
@@ -136,3 +143,66 @@ BUILD_ARGS: dict[str, Any] = {
 
 def vset_hash() -> Hash32:
     return genesis_state().config.validator_set_hash
+
+
+def produce(
+    executor: Executor,
+    txs: list[bytes],
+    *,
+    parent: Header | None = None,
+    commit: bool = True,
+    seal: bytes = b"seal",
+) -> ExecutionResult:
+    """Build a block on ``parent`` (default: head) one second later; commit it unless
+    told not to. Asserts nothing was rejected."""
+    parent = parent or executor.store.head()
+    result = executor.build_block(parent, txs, timestamp=parent.timestamp + 1, **BUILD_ARGS)
+    assert result.rejected == ()
+    if commit:
+        executor.commit(result, seal)
+    return result
+
+
+def registry_call(function: str, *args: Any) -> bytes:
+    """Calldata for a ModelRegistry function."""
+    return _encode("ModelRegistry", function, args)
+
+
+def membership_call(function: str, *args: Any) -> bytes:
+    """Calldata for a Membership function."""
+    return _encode("Membership", function, args)
+
+
+def _encode(name: str, function: str, args: tuple[Any, ...]) -> bytes:
+    return bytes.fromhex(_contract(name).encode_abi(function, args=list(args))[2:])
+
+
+def _contract(name: str) -> Any:
+    if name not in _CONTRACTS:
+        _CONTRACTS[name] = Web3().eth.contract(abi=list(load_artifact(name).abi))
+    return _CONTRACTS[name]
+
+
+_CONTRACTS: dict[str, Any] = {}
+
+
+def digest(label: str) -> bytes:
+    """Stand-in SHA-256 of a blob called ``label``."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+def register_model(
+    sender: Key, nonce: int, name: str, label: str, parents: list[int] | None = None, **kwargs: Any
+) -> bytes:
+    """A signed ModelRegistry.registerModel transaction."""
+    data = registry_call(
+        "registerModel",
+        name,
+        digest(label),
+        1234,
+        "safetensors",
+        parents or [],
+        [],
+        digest(label + "/meta"),
+    )
+    return sign(sender, nonce, REGISTRY_ADDRESS, data, **kwargs)
