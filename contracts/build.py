@@ -116,23 +116,24 @@ def _hex(code: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m contracts.build", description=__doc__.split("\n")[0]
+        prog="python -m contracts.build",
+        description="Compile contracts/*.vy into contracts/build/<Name>.json.",
     )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if any artifact differs from a fresh compile"
     )
     args = parser.parse_args(argv)
     if args.check:
-        problems = drift()
+        problems = drift(CONTRACTS_DIR, BUILD_DIR)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
             print("artifacts are stale: run `python -m contracts.build`", file=sys.stderr)
             return 1
-        print(f"{len(source_paths())} artifacts match their sources")
+        print(f"{len(source_paths(CONTRACTS_DIR))} artifacts match their sources")
         return 0
-    for target in build():
-        print(f"wrote {target.relative_to(CONTRACTS_DIR.parent)}")
+    for target in build(CONTRACTS_DIR, BUILD_DIR):
+        print(f"wrote {target}")
     return 0
 
 
