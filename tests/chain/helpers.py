@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
-from web3 import Web3
 
 from contracts import load_artifact
 from node.chain.block import Header
@@ -174,16 +174,12 @@ def membership_call(function: str, *args: Any) -> bytes:
 
 
 def _encode(name: str, function: str, args: tuple[Any, ...]) -> bytes:
-    return bytes.fromhex(_contract(name).encode_abi(function, args=list(args))[2:])
-
-
-def _contract(name: str) -> Any:
-    if name not in _CONTRACTS:
-        _CONTRACTS[name] = Web3().eth.contract(abi=list(load_artifact(name).abi))
-    return _CONTRACTS[name]
-
-
-_CONTRACTS: dict[str, Any] = {}
+    (abi,) = [
+        f for f in load_artifact(name).abi if f["type"] == "function" and f["name"] == function
+    ]
+    types = [i["type"] for i in abi["inputs"]]
+    selector = keccak(f"{function}({','.join(types)})".encode())[:4]
+    return bytes(selector) + abi_encode(types, list(args))
 
 
 def digest(label: str) -> bytes:
