@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from web3.contract import Contract
 
@@ -83,26 +85,43 @@ def test_open_round_requires_publisher_or_miner(net: TestNet, sender: str) -> No
     assert_reverts(net, fn, sender, "not a PUBLISHER or MINER")
 
 
-@pytest.mark.parametrize(
-    ("model", "base", "min_updates", "window", "reason"),
-    [
-        ("", 1, 1, 5, "empty name"),
-        ("edge-net", 0, 1, 5, "unknown version"),
-        ("edge-net", 9, 1, 5, "unknown version"),
-        ("edge-net", 2, 1, 5, "base version revoked"),
-        ("edge-net", 1, 0, 5, "min_updates must be at least 1"),
-        ("edge-net", 1, 129, 5, "min_updates above cap"),
-        ("edge-net", 1, 1, 0, "deadline not in the future"),
-    ],
-)
-def test_open_round_rejects_bad_parameters(
-    net: TestNet, model: str, base: int, min_updates: int, window: int, reason: str
-) -> None:
-    base_model(net)
-    revoked = base_model(net, label="revoked")
-    net.send(net.registry.functions.revokeVersion(revoked, "bad"), "publisher")
-    fn = net.registry.functions.openRound(model, base, min_updates, net.block_number + window)
-    assert_reverts(net, fn, "publisher", reason)
+@pytest.fixture(scope="class")
+def versions(session_net: TestNet) -> Iterator[TestNet]:
+    """Model version 1 is live, version 2 is revoked."""
+    with session_net.isolated():
+        base_model(session_net)
+        revoked = base_model(session_net, label="revoked")
+        session_net.send(session_net.registry.functions.revokeVersion(revoked, "bad"), "publisher")
+        yield session_net
+
+
+class TestOpenRoundRejectsBadParameters:
+    """Model version 1 is live, version 2 is revoked."""
+
+    @pytest.mark.parametrize(
+        ("model", "base", "min_updates", "window", "reason"),
+        [
+            ("", 1, 1, 5, "empty name"),
+            ("edge-net", 0, 1, 5, "unknown version"),
+            ("edge-net", 9, 1, 5, "unknown version"),
+            ("edge-net", 2, 1, 5, "base version revoked"),
+            ("edge-net", 1, 0, 5, "min_updates must be at least 1"),
+            ("edge-net", 1, 129, 5, "min_updates above cap"),
+            ("edge-net", 1, 1, 0, "deadline not in the future"),
+        ],
+    )
+    def test_rejected(
+        self,
+        versions: TestNet,
+        model: str,
+        base: int,
+        min_updates: int,
+        window: int,
+        reason: str,
+    ) -> None:
+        net = versions
+        fn = net.registry.functions.openRound(model, base, min_updates, net.block_number + window)
+        assert_reverts(net, fn, "publisher", reason)
 
 
 # ---------------------------------------------------------------- push
@@ -141,25 +160,44 @@ def test_push_update_requires_twin(net: TestNet, sender: str) -> None:
     assert_reverts(net, fn, sender, "not a TWIN")
 
 
-@pytest.mark.parametrize(
-    ("round_id", "blob", "size", "samples", "kind", "reason"),
-    [
-        (0, digest("u"), 1, 1, DENSE, "unknown round"),
-        (2, digest("u"), 1, 1, DENSE, "unknown round"),
-        (1, NO_META, 1, 1, DENSE, "empty digest"),
-        (1, digest("u"), 0, 1, DENSE, "zero size"),
-        (1, digest("u"), 1, 0, DENSE, "zero samples"),
-        (1, digest("u"), 1, 1, 2, "invalid update kind"),
-        (1, digest("taken"), 1, 1, DENSE, "digest already registered"),
-    ],
-)
-def test_push_update_rejects_bad_fields(
-    net: TestNet, round_id: int, blob: bytes, size: int, samples: int, kind: int, reason: str
-) -> None:
-    open_round(net, base_model(net))
-    push(net, 1, "twin0", label="taken")
-    fn = net.registry.functions.pushUpdate(round_id, blob, size, samples, kind, NO_META)
-    assert_reverts(net, fn, "twin1", reason)
+@pytest.fixture(scope="class")
+def round_with_update(session_net: TestNet) -> Iterator[TestNet]:
+    """Round 1 is open and twin0 pushed the update labelled "taken" to it."""
+    with session_net.isolated():
+        open_round(session_net, base_model(session_net))
+        push(session_net, 1, "twin0", label="taken")
+        yield session_net
+
+
+class TestPushUpdateRejectsBadFields:
+    """Round 1 is open and twin0 pushed the update labelled "taken" to it."""
+
+    @pytest.mark.parametrize(
+        ("round_id", "blob", "size", "samples", "kind", "reason"),
+        [
+            (0, "u", 1, 1, DENSE, "unknown round"),
+            (2, "u", 1, 1, DENSE, "unknown round"),
+            (1, None, 1, 1, DENSE, "empty digest"),
+            (1, "u", 0, 1, DENSE, "zero size"),
+            (1, "u", 1, 0, DENSE, "zero samples"),
+            (1, "u", 1, 1, 2, "invalid update kind"),
+            (1, "taken", 1, 1, DENSE, "digest already registered"),
+        ],
+    )
+    def test_rejected(
+        self,
+        round_with_update: TestNet,
+        round_id: int,
+        blob: str | None,
+        size: int,
+        samples: int,
+        kind: int,
+        reason: str,
+    ) -> None:
+        net = round_with_update
+        update = NO_META if blob is None else digest(blob)
+        fn = net.registry.functions.pushUpdate(round_id, update, size, samples, kind, NO_META)
+        assert_reverts(net, fn, "twin1", reason)
 
 
 def test_one_update_per_twin_per_round(net: TestNet) -> None:
@@ -303,38 +341,51 @@ def test_close_round_requires_miner(net: TestNet, sender: str) -> None:
     assert_reverts(net, fn, sender, "not a MINER")
 
 
-@pytest.mark.parametrize(
-    ("round_id", "strategy", "included", "result", "size", "reason"),
-    [
-        (0, "fedavg", [1], "g", 1, "unknown round"),
-        (9, "fedavg", [1], "g", 1, "unknown round"),
-        (2, "fedavg", [1], "g", 1, "min updates not reached before deadline"),
-        (1, "", [1], "g", 1, "empty strategy"),
-        (1, "fedavg", [], "g", 1, "no updates included"),
-        (1, "fedavg", [1, 3], "g", 1, "update not in round"),
-        (1, "fedavg", [0], "g", 1, "update not in round"),
-        (1, "fedavg", [99], "g", 1, "update not in round"),
-        (1, "fedavg", [1, 2, 1], "g", 1, "duplicate update"),
-        (1, "fedavg", [1], "base", 1, "digest already registered"),
-        (1, "fedavg", [1], "g", 0, "zero size"),
-    ],
-)
-def test_close_round_rejects_bad_aggregates(
-    net: TestNet,
-    round_id: int,
-    strategy: str,
-    included: list[int],
-    result: str,
-    size: int,
-    reason: str,
-) -> None:
-    base = base_model(net)
-    first = open_round(net, base, min_updates=2)
-    second = open_round(net, base, min_updates=2)
-    assert [push(net, first, t) for t in ("twin0", "twin1")] == [1, 2]
-    assert push(net, second, "twin0") == 3
-    fn = net.registry.functions.closeRound(round_id, strategy, included, digest(result), size)
-    assert_reverts(net, fn, "miner0", reason)
+@pytest.fixture(scope="class")
+def two_rounds(session_net: TestNet) -> Iterator[TestNet]:
+    """Round 1 holds updates 1 and 2 (min 2); round 2 holds update 3 (min 2)."""
+    net = session_net
+    with net.isolated():
+        base = base_model(net)
+        first = open_round(net, base, min_updates=2)
+        second = open_round(net, base, min_updates=2)
+        assert [push(net, first, t) for t in ("twin0", "twin1")] == [1, 2]
+        assert push(net, second, "twin0") == 3
+        yield net
+
+
+class TestCloseRoundRejectsBadAggregates:
+    """Round 1 holds updates 1 and 2 (min 2); round 2 holds update 3 (min 2)."""
+
+    @pytest.mark.parametrize(
+        ("round_id", "strategy", "included", "result", "size", "reason"),
+        [
+            (0, "fedavg", [1], "g", 1, "unknown round"),
+            (9, "fedavg", [1], "g", 1, "unknown round"),
+            (2, "fedavg", [1], "g", 1, "min updates not reached before deadline"),
+            (1, "", [1], "g", 1, "empty strategy"),
+            (1, "fedavg", [], "g", 1, "no updates included"),
+            (1, "fedavg", [1, 3], "g", 1, "update not in round"),
+            (1, "fedavg", [0], "g", 1, "update not in round"),
+            (1, "fedavg", [99], "g", 1, "update not in round"),
+            (1, "fedavg", [1, 2, 1], "g", 1, "duplicate update"),
+            (1, "fedavg", [1], "base", 1, "digest already registered"),
+            (1, "fedavg", [1], "g", 0, "zero size"),
+        ],
+    )
+    def test_rejected(
+        self,
+        two_rounds: TestNet,
+        round_id: int,
+        strategy: str,
+        included: list[int],
+        result: str,
+        size: int,
+        reason: str,
+    ) -> None:
+        net = two_rounds
+        fn = net.registry.functions.closeRound(round_id, strategy, included, digest(result), size)
+        assert_reverts(net, fn, "miner0", reason)
 
 
 def test_close_round_refused_once_the_base_is_revoked(net: TestNet) -> None:
@@ -375,29 +426,40 @@ def test_cancel_round_records_who_and_why(net: TestNet) -> None:
     assert_reverts(net, fn, "miner0", "round cancelled")
 
 
-@pytest.mark.parametrize(
-    ("sender", "round_id", "reason_arg", "reason"),
-    [
-        ("twin0", 1, "r", "not a PUBLISHER or MINER"),
-        ("admin0", 1, "r", "not a PUBLISHER or MINER"),
-        ("publisher", 0, "r", "unknown round"),
-        ("publisher", 5, "r", "unknown round"),
-        ("publisher", 1, "", "empty reason"),
-        ("publisher", 2, "r", "round closed"),
-        ("publisher", 3, "r", "round cancelled"),
-    ],
-)
-def test_cancel_round_rejects_bad_calls(
-    net: TestNet, sender: str, round_id: int, reason_arg: str, reason: str
-) -> None:
-    base = base_model(net)
-    open_round(net, base)
-    closed = open_round(net, base, min_updates=1)
-    close(net, closed, [push(net, closed, "twin0")])
-    cancelled = open_round(net, base)
-    net.send(net.registry.functions.cancelRound(cancelled, "gone"), "publisher")
-    fn = net.registry.functions.cancelRound(round_id, reason_arg)
-    assert_reverts(net, fn, sender, reason)
+@pytest.fixture(scope="class")
+def three_rounds(session_net: TestNet) -> Iterator[TestNet]:
+    """Round 1 is open, round 2 closed, round 3 cancelled."""
+    net = session_net
+    with net.isolated():
+        base = base_model(net)
+        open_round(net, base)
+        closed = open_round(net, base, min_updates=1)
+        close(net, closed, [push(net, closed, "twin0")])
+        cancelled = open_round(net, base)
+        net.send(net.registry.functions.cancelRound(cancelled, "gone"), "publisher")
+        yield net
+
+
+class TestCancelRoundRejectsBadCalls:
+    """Round 1 is open, round 2 closed, round 3 cancelled."""
+
+    @pytest.mark.parametrize(
+        ("sender", "round_id", "reason_arg", "reason"),
+        [
+            ("twin0", 1, "r", "not a PUBLISHER or MINER"),
+            ("admin0", 1, "r", "not a PUBLISHER or MINER"),
+            ("publisher", 0, "r", "unknown round"),
+            ("publisher", 5, "r", "unknown round"),
+            ("publisher", 1, "", "empty reason"),
+            ("publisher", 2, "r", "round closed"),
+            ("publisher", 3, "r", "round cancelled"),
+        ],
+    )
+    def test_rejected(
+        self, three_rounds: TestNet, sender: str, round_id: int, reason_arg: str, reason: str
+    ) -> None:
+        fn = three_rounds.registry.functions.cancelRound(round_id, reason_arg)
+        assert_reverts(three_rounds, fn, sender, reason)
 
 
 @pytest.mark.parametrize(("getter", "reason"), [("getRound", "round"), ("getUpdate", "update")])

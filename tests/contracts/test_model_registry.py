@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -225,28 +225,36 @@ def test_duplicate_model_digest_rejected(net: TestNet) -> None:
     assert_reverts(net, fn, "publisher", "digest already registered")
 
 
-@pytest.mark.parametrize(
-    ("parents", "datasets", "reason"),
-    [
-        ([0], [], "unknown version"),
-        ([9], [], "unknown version"),
-        ([1, 1], [], "duplicate parent"),
-        ([2], [], "parent version revoked"),
-        ([], [0], "unknown dataset"),
-        ([], [9], "unknown dataset"),
-        ([], [1, 1], "duplicate dataset"),
-    ],
-)
-def test_bad_lineage_rejected(
-    net: TestNet, parents: list[int], datasets: list[int], reason: str
-) -> None:
-    add_dataset(net, "cifar", "c")
-    add_model(net, "resnet", "r1")
-    revoke(net, add_model(net, "resnet", "r2"))
-    fn = net.registry.functions.registerModel(
-        "m", digest("m"), 1, "onnx", parents, datasets, NO_META
+@pytest.fixture(scope="class")
+def lineage(session_net: TestNet) -> Iterator[TestNet]:
+    """Dataset 1; model versions 1 (live) and 2 (revoked)."""
+    with session_net.isolated():
+        add_dataset(session_net, "cifar", "c")
+        add_model(session_net, "resnet", "r1")
+        revoke(session_net, add_model(session_net, "resnet", "r2"))
+        yield session_net
+
+
+class TestBadLineageRejected:
+    @pytest.mark.parametrize(
+        ("parents", "datasets", "reason"),
+        [
+            ([0], [], "unknown version"),
+            ([9], [], "unknown version"),
+            ([1, 1], [], "duplicate parent"),
+            ([2], [], "parent version revoked"),
+            ([], [0], "unknown dataset"),
+            ([], [9], "unknown dataset"),
+            ([], [1, 1], "duplicate dataset"),
+        ],
     )
-    assert_reverts(net, fn, "publisher", reason)
+    def test_rejected(
+        self, lineage: TestNet, parents: list[int], datasets: list[int], reason: str
+    ) -> None:
+        fn = lineage.registry.functions.registerModel(
+            "m", digest("m"), 1, "onnx", parents, datasets, NO_META
+        )
+        assert_reverts(lineage, fn, "publisher", reason)
 
 
 @pytest.mark.parametrize("version_id", [0, 1])
@@ -282,26 +290,36 @@ def test_alias_changes_require_publisher(net: TestNet, sender: str) -> None:
     assert_reverts(net, r.clearAlias("resnet", "production"), sender, "not a PUBLISHER")
 
 
-@pytest.mark.parametrize(
-    ("model", "alias", "version_id", "reason"),
-    [
-        ("resnet", "", 1, "empty alias"),
-        ("resnet", "production", 0, "unknown version"),
-        ("resnet", "production", 9, "unknown version"),
-        ("vit", "production", 1, "version not of this model"),
-        ("resnet", "production", 2, "version revoked"),
-        ("resnet", "staging", 1, "alias already points to this version"),
-    ],
-)
-def test_bad_alias_rejected(
-    net: TestNet, model: str, alias: str, version_id: int, reason: str
-) -> None:
-    v1 = add_model(net, "resnet", "r1")
-    revoke(net, add_model(net, "resnet", "r2"))
-    add_model(net, "vit", "v1")
-    net.send(net.registry.functions.setAlias("resnet", "staging", v1), "publisher")
-    fn = net.registry.functions.setAlias(model, alias, version_id)
-    assert_reverts(net, fn, "publisher", reason)
+@pytest.fixture(scope="class")
+def aliased(session_net: TestNet) -> Iterator[TestNet]:
+    """resnet v1 (id 1, aliased "staging"), resnet v2 (id 2, revoked), vit v1 (id 3)."""
+    with session_net.isolated():
+        v1 = add_model(session_net, "resnet", "r1")
+        revoke(session_net, add_model(session_net, "resnet", "r2"))
+        add_model(session_net, "vit", "v1")
+        session_net.send(
+            session_net.registry.functions.setAlias("resnet", "staging", v1), "publisher"
+        )
+        yield session_net
+
+
+class TestBadAliasRejected:
+    @pytest.mark.parametrize(
+        ("model", "alias", "version_id", "reason"),
+        [
+            ("resnet", "", 1, "empty alias"),
+            ("resnet", "production", 0, "unknown version"),
+            ("resnet", "production", 9, "unknown version"),
+            ("vit", "production", 1, "version not of this model"),
+            ("resnet", "production", 2, "version revoked"),
+            ("resnet", "staging", 1, "alias already points to this version"),
+        ],
+    )
+    def test_rejected(
+        self, aliased: TestNet, model: str, alias: str, version_id: int, reason: str
+    ) -> None:
+        fn = aliased.registry.functions.setAlias(model, alias, version_id)
+        assert_reverts(aliased, fn, "publisher", reason)
 
 
 def test_alias_count_per_model_is_bounded(net: TestNet) -> None:
