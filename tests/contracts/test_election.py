@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import coincurve
 import pytest
 from eth_hash.auto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts import ProposalAction, Role
 from node.consensus import messages
@@ -384,3 +386,54 @@ def test_jail_rejects_bad_evidence(net: TestNet) -> None:
     assert_reverts(net, jail(*other_chain), "twin0", "signature a not by validator")
     net.send(jail(*good), "twin0")
     assert_reverts(net, jail(*good), "twin0", "already jailed")
+
+
+# ---------------------------------------------------------------- weight invariant
+
+VOTERS = ("twin0", "twin1", "twin2", "publisher")
+CANDIDATES = ("miner0", "miner1", "miner2", "miner3")
+
+Op = tuple[str, int, int, tuple[int, ...]]  # (kind, voter index, amount, candidate indexes)
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["stake", "vote", "unstake"]),
+        st.integers(0, len(VOTERS) - 1),
+        st.integers(1, 50),
+        st.lists(st.integers(0, 3), max_size=MAX_VOTES, unique=True).map(tuple),
+    ),
+    min_size=4,
+    max_size=14,
+)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(script=ops)
+def test_weights_and_committee_follow_stakes_and_votes(
+    session_net: TestNet, script: list[Op]
+) -> None:
+    """weightOf[c] == sum of the stakes of voters naming c; committee ranks by that."""
+    net = session_net
+    with net.isolated():
+        candidates(net, CANDIDATES)
+        stake = dict.fromkeys(VOTERS, 0)
+        votes: dict[str, tuple[int, ...]] = dict.fromkeys(VOTERS, ())
+        e = net.election.functions
+        for kind, who, amount, picks in script:
+            voter = VOTERS[who]
+            if kind == "stake":
+                net.send(e.stake(), voter, value=amount)
+                stake[voter] += amount
+            elif kind == "vote" and stake[voter] > 0:
+                net.send(e.vote([net.accounts[CANDIDATES[i]] for i in picks]), voter)
+                votes[voter] = picks
+            elif kind == "unstake" and amount <= stake[voter]:
+                net.send(e.requestUnstake(amount), voter)
+                stake[voter] -= amount
+        expected = {
+            net.accounts[c]: sum(stake[v] for v in VOTERS if i in votes[v])
+            for i, c in enumerate(CANDIDATES)
+        }
+        assert {a: e.weightOf(a).call() for a in expected} == expected
+        ranked = sorted(expected, key=lambda a: (-expected[a], int(a, 16)))
+        assert e.committee().call() == ranked[:3]

@@ -467,3 +467,19 @@ def test_unknown_round_and_update_lookups_rejected(net: TestNet, getter: str, re
     for record_id in (0, 1):
         with pytest.raises(Exception, match=f"unknown {reason}"):
             getattr(net.registry.functions, getter)(record_id).call()
+
+
+def test_a_mined_failed_close_changes_nothing(net: TestNet) -> None:
+    """A reverted transaction that made it into a block leaves no state and no logs behind,
+    including the transient duplicate marks of the included ids."""
+    round_id = open_round(net, base_model(net), min_updates=1)
+    update = push(net, round_id, "twin0")
+    versions = net.registry.functions.versionCount().call()
+    bad = net.registry.functions.closeRound(round_id, "fedavg", [update, update], digest("g"), 1)
+    tx_hash = bad.transact({"from": net.accounts["miner0"], "gas": 2_000_000})
+    receipt = net.w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert (receipt["status"], receipt["logs"]) == (0, [])
+    assert net.record(net.registry, "getRound", round_id)["status"] == RoundStatus.OPEN
+    assert net.registry.functions.versionCount().call() == versions
+    close(net, round_id, [update])
+    assert net.record(net.registry, "getRound", round_id)["status"] == RoundStatus.CLOSED
