@@ -22,7 +22,6 @@ and adds ``eth_subscribe("newHeads")`` / ``eth_unsubscribe`` (see :mod:`node.rpc
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from node.auth import AuthService, Principal, bearer_token
 from node.errors import TwinChainError, Unauthorized
+from node.rpc import wire
 from node.rpc.backend import NodeView
 from node.rpc.errors import (
     INTERNAL_ERROR,
@@ -87,30 +87,31 @@ class Dispatcher:
         """Answer one HTTP body: ``(HTTP status, response body or None for 204)``."""
         caller = _Caller(self.auth.verify, bearer_token(authorization))
         try:
-            payload = json.loads(body)
+            payload = wire.load(body)
         except (ValueError, RecursionError) as exc:
-            # ValueError covers JSONDecodeError, bad UTF-8 and over-long integer literals;
-            # RecursionError a pathologically nested document.
-            return 200, _dump(_error(None, RpcError(PARSE_ERROR, f"parse error: {_brief(exc)}")))
+            # ValueError: bad JSON, bad UTF-8, over-long integer literals, nesting too deep
+            return 200, wire.dump(
+                _error(None, RpcError(PARSE_ERROR, f"parse error: {_brief(exc)}"))
+            )
         if isinstance(payload, list):
             return self._batch(payload, caller)
         response, status = self.handle_request(payload, caller)
         if response is None:
             return 204, None
-        return status, _dump(response)
+        return status, wire.dump(response)
 
     def _batch(self, items: list[Any], caller: _Caller) -> tuple[int, bytes | None]:
         if not items:
-            return 200, _dump(_error(None, RpcError(INVALID_REQUEST, "empty batch")))
+            return 200, wire.dump(_error(None, RpcError(INVALID_REQUEST, "empty batch")))
         if len(items) > self.limits.max_batch:
             error = RpcError(
                 INVALID_REQUEST,
                 f"batch of {len(items)} requests exceeds the limit of {self.limits.max_batch}",
             )
-            return 200, _dump(_error(None, error))
+            return 200, wire.dump(_error(None, error))
         responses = [self.handle_request(item, caller)[0] for item in items]
         answered = [r for r in responses if r is not None]
-        return (200, _dump(answered)) if answered else (204, None)
+        return (200, wire.dump(answered)) if answered else (204, None)
 
     def handle_request(self, request: object, caller: _Caller) -> tuple[dict[str, Any] | None, int]:
         """Answer one request object: ``(response or None for a notification, status)``."""
@@ -177,10 +178,6 @@ def _error(request_id: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
 
 
-def _dump(payload: object) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-
-
 def _brief(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "..."
@@ -234,7 +231,7 @@ def create_rpc_app(
             error = RpcError(
                 INVALID_REQUEST, f"request body too large: limit is {limits.max_body_bytes} bytes"
             )
-            return Response(_dump(_error(None, error)), status_code=413, media_type=_JSON)
+            return Response(wire.dump(_error(None, error)), status_code=413, media_type=_JSON)
         authorization = request.headers.get("authorization")
         status, payload = await run_in_threadpool(dispatcher.handle, body, authorization)
         if payload is None:

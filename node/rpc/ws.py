@@ -17,7 +17,6 @@ callback interface. ``logs`` and other subscription kinds are not offered.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Final
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from node.auth import bearer_token
 from node.errors import TwinChainError
-from node.rpc import results
+from node.rpc import results, wire
 from node.rpc.errors import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -92,7 +91,7 @@ class _Session:
             message = event.get("text") or (raw.decode("utf-8", "replace") if raw else "")
             if len(message) > limit:
                 error = RpcError(INVALID_REQUEST, f"message too large: limit is {limit} bytes")
-                await self.send(json.dumps(_error(None, error)))
+                await self.send(_text(_error(None, error)))
                 continue
             reply = await self._subscription_request(message)
             if reply is None:
@@ -107,7 +106,7 @@ class _Session:
     async def _subscription_request(self, message: str) -> str | None:
         """Answer eth_subscribe/eth_unsubscribe; None for anything else."""
         try:
-            request = json.loads(message)
+            request = wire.load(message)
         except (ValueError, RecursionError):
             return None  # the dispatcher reports the parse error
         if not isinstance(request, dict) or request.get("method") not in (
@@ -130,8 +129,8 @@ class _Session:
             else:
                 result = self._unsubscribe(params)
         except RpcError as exc:
-            return json.dumps(_error(request_id, exc))
-        return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+            return _text(_error(request_id, exc))
+        return _text({"jsonrpc": "2.0", "id": request_id, "result": result})
 
     def _authorize(self) -> None:
         try:
@@ -178,7 +177,7 @@ class _Session:
                             "result": results.header_json(header),
                         },
                     }
-                    await self.send(json.dumps(note))
+                    await self.send(_text(note))
                     last = height
         except asyncio.CancelledError:
             raise
@@ -193,3 +192,7 @@ class _Session:
 
 def _error(request_id: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
+
+
+def _text(payload: object) -> str:
+    return wire.dump(payload).decode()
