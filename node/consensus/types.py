@@ -14,16 +14,23 @@ Quorum arithmetic (Castro & Liskov, generalised to any n):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NewType
 
 import rlp
 from eth_hash.auto import keccak
+from eth_typing import Address, Hash32
 
-Address = NewType("Address", bytes)
-"""A 20-byte account address (the validator's secp256k1 key, Ethereum style)."""
-
-Hash32 = NewType("Hash32", bytes)
-"""A 32-byte Keccak-256 digest."""
+# Address: a 20-byte account address (the validator's secp256k1 key, Ethereum style).
+# Hash32: a 32-byte Keccak-256 digest. Both are eth_typing's NewTypes, shared with
+# node.chain, so values flow between the packages without casts.
+__all__ = [
+    "EMPTY_PAYLOAD_HASH",
+    "ZERO_HASH",
+    "Address",
+    "Hash32",
+    "ValidatorSet",
+    "max_faulty",
+    "quorum_size",
+]
 
 ZERO_HASH = Hash32(b"\x00" * 32)
 EMPTY_PAYLOAD_HASH = Hash32(keccak(b""))

@@ -43,7 +43,7 @@ def _pbft(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
         tip: Hash32,
         hard_state: bytes | None,
     ) -> Engine:
-        return PbftEngine(  # type: ignore[no-any-return]
+        return PbftEngine(
             config,
             signer,
             validators,
@@ -69,7 +69,7 @@ def _dpos(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
         tip: Hash32,
         hard_state: bytes | None,
     ) -> Engine:
-        return DposEngine(  # type: ignore[no-any-return]
+        return DposEngine(
             config,
             signer,
             validators,
