@@ -26,11 +26,14 @@ checkpoint), VIEW-CHANGE and NEW-VIEW for heights ``<= s + L`` (their height is 
 sender's checkpoint). Making a checkpoint stable garbage-collects the log, the replay
 filter and the equivocation detector at or below it.
 
-*View change* (see :mod:`node.consensus.pbft_viewchange` for the NEW-VIEW rules). If the
-pending height is not committed within the timeout, a replica sends VIEW-CHANGE(v + 1)
+*View change* (see :mod:`node.consensus.pbft_viewchange` for the NEW-VIEW rules). The
+timer of the pending height restarts when the height becomes pending and when its
+PRE-PREPARE is accepted (so a slow but working primary is not deposed, and a faulty one
+delays a height by at most two timeouts). If the pending height is not committed within
+the timeout, a replica sends VIEW-CHANGE(v + 1)
 and stops voting in ``v``. It escalates to ``v + 2`` only if a quorum asked for ``v + 1``
-and the NEW-VIEW still did not come within the (doubled) timeout; until then it re-sends
-its VIEW-CHANGE. The timeout doubles with each consecutive view change up to
+or higher and the NEW-VIEW still did not come within the (doubled) timeout; until then it
+re-sends its VIEW-CHANGE. The timeout doubles with each consecutive view change up to
 ``max_timeout`` and resets when a block commits. A replica joins a higher view once
 ``f + 1`` others ask for views above its own. Together these prevent view-change storms:
 a replica cut off alone cannot drag the others along, nor run its view far ahead.
@@ -55,7 +58,8 @@ votes again from the first view installed by a NEW-VIEW that carries one of thos
 VIEW-CHANGEs: such a NEW-VIEW was built after the restart, and a replica only ever votes in
 a view after its NEW-VIEW, so (one NEW-VIEW per view from an honest primary) it voted in
 no earlier incarnation in that view or any later one. New primaries put amnesiac
-VIEW-CHANGEs into their quorum first.
+VIEW-CHANGEs into their quorum first; an amnesiac replica never builds a NEW-VIEW itself
+(it may have built one for that very view before, with other re-proposals).
 """
 
 from __future__ import annotations
@@ -176,6 +180,7 @@ class PbftEngine:
         self._proposal_asked: tuple[int, int] | None = None
         self._ahead: dict[Address, int] = {}
         self._last_sync: tuple[int, int] | None = None
+        self._sync_attempts = 0
         self._delivered: dict[int, CommittedBlock] = {}
         self._evidence_total = 0
         self.refused_votes = 0  # conflicting votes refused (the persistence contract at work)
@@ -197,8 +202,11 @@ class PbftEngine:
         """One unit of logical time: timeouts, retransmissions."""
         self._ticks += 1
         self._timer += 1
+        nudge = self.timeout * 3 // 4
         if self._timer >= self.timeout:
             self._on_timeout()
+        elif self._timer >= nudge and (self._timer - nudge) % self.config.base_timeout == 0:
+            self._retransmit_votes()
         if self._ticks % self.config.base_timeout == 0:
             self._retransmit_checkpoints()
         self._drive()
@@ -383,12 +391,21 @@ class PbftEngine:
         if msg.engine != EngineId.PBFT or msg.height <= high or not any(msg.signature):
             return
         vset = self._vset_at(self.pending_height)
-        if msg.signer not in vset or msg.signer == self._me:
+        if msg.signer not in vset or self._ahead.get(msg.signer, -1) >= msg.height:
             return
-        if self._ahead.get(msg.signer, -1) >= msg.height or not self._sigs.verify(msg):
+        if self._sigs.verify(msg):
+            self._note_height(msg.signer, msg.height)
+
+    def _note_height(self, signer: Address, height: int) -> None:
+        """A validator voting at ``height`` has committed ``height - 1``; once ``f + 1``
+        validators vote above our pending height, an honest one is ahead of us."""
+        if signer == self._me or height <= self.pending_height:
             return
-        self._ahead[msg.signer] = msg.height
-        if sum(1 for h in self._ahead.values() if h > high) >= vset.weak_quorum:
+        if height > self._ahead.get(signer, -1):
+            self._ahead[signer] = height
+        pending = self.pending_height
+        vset = self._vset_at(pending)
+        if sum(1 for h in self._ahead.values() if h > pending) >= vset.weak_quorum:
             self._request_sync()
 
     def _note_fresh_progress(self, msg: SignedMessage) -> None:
@@ -414,12 +431,16 @@ class PbftEngine:
         if len(msg.digest) != 32 or not msg.payload or msg.signer != self.primary(v, h):
             self._drop(DropReason.INVALID)
             return
-        if self._block_info(h, msg.digest, msg.payload) is None:
-            self._drop(DropReason.INVALID)  # not a valid block, or not the one named
-            return
-        self._observe(msg)
+        self._observe(msg)  # a signature is a fact, even over a bad block
+        self._note_height(msg.signer, h)
         if h <= self._committed_height:
             return
+        if h == self.pending_height:
+            if self._block_info(h, msg.digest, msg.payload) is None:
+                self._drop(DropReason.INVALID)  # not a valid block, or not the one named
+                return
+        else:
+            self._log.at(h).unverified.setdefault(msg.digest, msg.payload)
         slot = self._log.at(h).slot(v)
         if slot.pre_prepare is None:
             slot.pre_prepare = msg
@@ -430,6 +451,7 @@ class PbftEngine:
             self._drop(DropReason.INVALID)
             return
         self._observe(msg)
+        self._note_height(msg.signer, h)
         if h > self._committed_height:
             self._log.at(h).slot(v).prepares.setdefault(msg.signer, msg)
 
@@ -439,6 +461,7 @@ class PbftEngine:
             self._drop(DropReason.INVALID)
             return
         self._observe(msg)
+        self._note_height(msg.signer, h)
         if h <= self._committed_height:
             return
         slot = self._log.at(h).slot(v)
@@ -540,6 +563,7 @@ class PbftEngine:
             self._drop(DropReason.INVALID)
             return
         slot.accepted = True
+        self._timer = 0  # the primary is alive and proposed: time the rest of the height
         if pp.signer != self._me:
             vote = self._vote(Kind.PREPARE, h, self._view, pp.digest)
             if vote is not None:
@@ -576,7 +600,7 @@ class PbftEngine:
             for digest, votes in log.slots[view].commit_groups():
                 if len(votes) < quorum:
                     continue
-                payload = log.blocks.get(digest)
+                payload = log.payload(digest)
                 if payload is None:
                     self._request_sync()  # decided, but the block never reached us
                     continue
@@ -589,7 +613,10 @@ class PbftEngine:
         return False
 
     def _block_info(self, h: int, digest: bytes, payload: bytes) -> BlockInfo | None:
-        """Validate ``payload`` as the block ``digest`` at ``h`` (cached per height)."""
+        """Validate ``payload`` as the block ``digest`` at ``h`` (cached per height).
+
+        Only called for the pending height: the validator needs the parent.
+        """
         log = self._log.peek(h)
         known = log.infos.get(Hash32(digest)) if log is not None else None
         if known is not None:
@@ -600,6 +627,7 @@ class PbftEngine:
         log = self._log.at(h)
         log.infos[info.hash] = info
         log.blocks[info.hash] = payload
+        log.unverified.pop(info.hash, None)
         return info
 
     def _maybe_request_proposal(self, h: int) -> None:
@@ -694,6 +722,26 @@ class PbftEngine:
         if s > self._committed_height:
             self._request_sync()
 
+    def _retransmit_votes(self) -> None:
+        """Late in the timeout, re-send what we said for the pending height in this view:
+        a lost message should not cost a view change. Peers that already have a message
+        drop the copy as a replay. (A lost NEW-VIEW is recovered differently: the replica
+        that missed it re-sends its VIEW-CHANGE and gets the NEW-VIEW back.)"""
+        if not self._active:
+            return
+        log = self._log.peek(self.pending_height)
+        slot = log.slots.get(self._view) if log is not None else None
+        if slot is None:
+            return
+        own = [
+            slot.pre_prepare if slot.pre_prepare and slot.pre_prepare.signer == self._me else None,
+            slot.prepares.get(self._me),
+            slot.commits.get(self._me),
+        ]
+        for msg in own:
+            if msg is not None:
+                self._broadcast(msg)
+
     def _retransmit_checkpoints(self) -> None:
         """Re-send own checkpoints that should have become stable by now (lost messages)."""
         for cp in self._log.own_checkpoints(self._me):
@@ -751,14 +799,18 @@ class PbftEngine:
             return
         if self._active:
             return
-        if not self._vc_quorum and len(self._vcs.for_view(self._view)) >= vset.quorum:
-            self._vc_quorum, self._timer = True, 0  # from now on the escalation timer runs
+        # A quorum has given up on the views below ours (asking for ours or higher, so a
+        # VIEW-CHANGE lost on the way to us cannot freeze us): the escalation timer runs.
+        if not self._vc_quorum and self._vcs.signers_at_or_above(self._view) >= vset.quorum:
+            self._vc_quorum, self._timer = True, 0
         self._maybe_build_new_view(vset)
 
     def _maybe_build_new_view(self, vset: ValidatorSet) -> None:
         t = self._view
         if self._active or t <= self._new_view_built or vset.member_at(t) != self._me:
             return
+        if self._amnesiac:
+            return  # we may have built (and signed re-proposals for) this view before
         candidates = self._vcs.for_view(t)
         if len(candidates) < vset.quorum:
             return
@@ -814,8 +866,7 @@ class PbftEngine:
             self._observe(pp)
             if pp.height <= self._committed_height:
                 continue
-            if self._block_info(pp.height, pp.digest, pp.payload) is None:
-                continue
+            self._log.at(pp.height).unverified.setdefault(pp.digest, pp.payload)
             slot = self._log.at(pp.height).slot(t)
             slot.pre_prepare, slot.accepted, slot.rejected = pp, False, False
         self._set_stable(plan.checkpoint)
@@ -825,13 +876,21 @@ class PbftEngine:
     # ------------------------------------------------------------------ catch-up
 
     def _request_sync(self) -> None:
-        """Ask the host for committed blocks (at most once per timeout per height)."""
+        """Ask the host for committed blocks (at most once per base timeout per height).
+
+        The request names a validator known to be ahead, rotating through them on
+        retries, so a retry does not keep asking a peer as far behind as we are.
+        """
         start = self._committed_height + 1
         last = self._last_sync
-        if last is not None and last[0] == start and self._ticks - last[1] < self.timeout:
+        retry_after = self.config.base_timeout
+        if last is not None and last[0] == start and self._ticks - last[1] < retry_after:
             return
+        self._sync_attempts = self._sync_attempts + 1 if last is not None else 0
         self._last_sync = (start, self._ticks)
-        self._out_sync.append(SyncRequest(start))
+        ahead = sorted(a for a, h in self._ahead.items() if h > start)
+        peer = ahead[self._sync_attempts % len(ahead)] if ahead else None
+        self._out_sync.append(SyncRequest(start, peer))
 
     def _recently_synced(self) -> bool:
         last = self._last_sync
@@ -896,8 +955,9 @@ class PbftEngine:
             if cert.height <= self._floor:
                 continue
             self._prepared[cert.height] = cert
-            self._block_info(cert.height, cert.digest, cert.pre_prepare.payload)
-            slot = self._log.at(cert.height).slot(cert.view)
+            log = self._log.at(cert.height)
+            log.unverified.setdefault(cert.digest, cert.pre_prepare.payload)
+            slot = log.slot(cert.view)
             slot.pre_prepare = cert.pre_prepare
             for p in cert.prepares:
                 slot.prepares.setdefault(p.signer, p)

@@ -57,6 +57,13 @@ class HeightLog:
     slots: dict[int, Slot] = field(default_factory=dict)
     blocks: dict[Hash32, bytes] = field(default_factory=dict)  # digest -> validated bytes
     infos: dict[Hash32, BlockInfo] = field(default_factory=dict)
+    # Blocks of PRE-PREPAREs for heights we have not reached: the validator can only judge
+    # a block once its parent is committed, so they wait here unverified.
+    unverified: dict[Hash32, bytes] = field(default_factory=dict)
+
+    def payload(self, digest: Hash32) -> bytes | None:
+        """The bytes of block ``digest`` if we hold them (verified or not)."""
+        return self.blocks.get(digest, self.unverified.get(digest))
 
     def slot(self, view: int) -> Slot:
         """The slot for ``view`` (created empty on first use)."""

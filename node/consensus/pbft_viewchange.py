@@ -108,6 +108,10 @@ class ViewChangeStore:
                     best[signer] = v
         return sorted(best.values(), reverse=True)
 
+    def signers_at_or_above(self, view: int) -> int:
+        """How many validators asked for ``view`` or a higher one."""
+        return len({s for v, by in self._by_view.items() if v >= view for s in by})
+
     def prune_through(self, view: int) -> None:
         """Forget VIEW-CHANGEs for views at or below ``view`` (installed or passed)."""
         for v in [v for v in self._by_view if v <= view]:
