@@ -1,260 +1,239 @@
-"""PBFT view change: the VIEW-CHANGE store and the NEW-VIEW computation (pure functions).
+"""PBFT view change as rules over :class:`~node.consensus.pbft_state.PbftState`.
 
 Theory of operation
 -------------------
-When the primary of view ``v`` fails, replicas send VIEW-CHANGE for ``v' > v`` carrying
-their stable checkpoint proof and their prepared certificates above it. The primary of
-``v'`` gathers a quorum of them and computes the NEW-VIEW deterministically
-(:func:`plan_new_view`, Castro & Liskov section 4.4):
+Timers: the pending height's timer restarts when the height becomes pending and when its
+PRE-PREPARE is accepted. Late in the timeout a replica re-sends its own votes for the
+pending height (a lost message should not cost a view change); at the timeout it sends
+VIEW-CHANGE(v + 1) and stops voting in ``v``. In a view change it re-sends its
+VIEW-CHANGE each timeout until a quorum asked for its view or a higher one, and only then
+may the next timeout move it on to ``v + 2`` (no replica runs ahead alone). ``f + 1``
+validators asking for higher views make it join the lowest of the ``f + 1`` highest.
+Each consecutive view change doubles the timeout up to ``max_timeout``; a commit resets
+it.
 
-- ``min_s`` is the highest stable checkpoint among the quorum (everything at or below it
-  is decided and is fetched by catch-up, never re-proposed);
-- ``max_s`` is the highest height with a prepared certificate above ``min_s``;
-- for every height in ``(min_s, max_s]`` the block of the prepared certificate from the
-  *highest view* is re-proposed in ``v'``; a height with no certificate gets a null
-  re-proposal, meaning the new primary proposes a fresh block there.
-
-Because any quorum of VIEW-CHANGEs intersects any prepared quorum in an honest replica,
-a block that may have committed in an earlier view is always carried over; and because
-the choice is by highest view, a replica prepared on block X in view ``v`` is released as
-soon as a NEW-VIEW carries a certificate from a later view (the IBFT-1.0 "locked on
-different blocks" trap) or proves, by the absence of certificates in a quorum, that
-nothing could have committed.
-
-Backups recompute the plan from the VIEW-CHANGEs carried in the NEW-VIEW and reject a
-NEW-VIEW whose re-proposals differ (:func:`check_new_view`).
+NEW-VIEW: the new primary builds it from a quorum of verified VIEW-CHANGEs with
+:func:`~node.consensus.pbft_newview.plan_new_view`, signs a PRE-PREPARE in the new view for
+every re-proposed block and installs it itself; backups recompute it with
+:func:`~node.consensus.pbft_newview.check_new_view` and drop one that does not match.
+Installing a NEW-VIEW makes its re-proposals the PRE-PREPAREs of the new view, adopts the
+carried stable checkpoint and asks for catch-up if that is above our chain. A replica that
+receives a VIEW-CHANGE for a view it has already installed answers with the NEW-VIEW, so a
+replica that missed it is not left behind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from node.consensus.engine import DropReason, Outbound
 from node.consensus.messages import EngineId, Kind, SignedMessage
-from node.consensus.pbft_codec import (
-    CheckpointProof,
-    NewViewBody,
-    PreparedCertificate,
-    ProofError,
-    Reproposal,
-    SignatureCache,
-    ValidatorsAt,
-    ViewChangeBody,
+from node.consensus.pbft_codec import MalformedError, ProofError, Reproposal, ViewChangeBody
+from node.consensus.pbft_newview import (
+    NewViewPlan,
+    ViewChange,
+    check_new_view,
+    choose_view_changes,
+    decode_view_change,
+    join_target,
+    new_view_body,
+    plan_new_view,
+    reproposal_message,
 )
-from node.consensus.types import Address, Hash32, ValidatorSet
-
-#: How many distinct views per validator the store keeps (bounds a flood of VIEW-CHANGEs).
-VIEWS_PER_VALIDATOR = 4
+from node.consensus.pbft_state import PbftState
+from node.consensus.types import ValidatorSet
 
 
-@dataclass(frozen=True)
-class ViewChange:
-    """A verified VIEW-CHANGE and its decoded body."""
+class ViewChangeRules(PbftState):
+    """Timers, VIEW-CHANGE and NEW-VIEW handling (see the module docstring)."""
 
-    message: SignedMessage
-    body: ViewChangeBody
+    # ---------------------------------------------------------------- timers
 
-    @property
-    def view(self) -> int:
-        """The view the sender wants to move to."""
-        return self.message.round
+    def _on_timeout(self) -> None:
+        if self._active and self._recently_synced():
+            self._timer = 0  # the others progress and we are catching up: not their fault
+        elif self._active or self._vc_quorum:
+            self._start_view_change(self._view + 1)
+        else:
+            self._vc_attempt += 1  # no quorum yet for our view: re-send, do not escalate
+            self._timer, self._dirty = 0, True
+            self._send_view_change()
 
-    @property
-    def signer(self) -> Address:
-        """Who sent it."""
-        return self.message.signer
+    def _retransmit_votes(self) -> None:
+        """Late in the timeout, re-send what we said for the pending height in this view:
+        a lost message should not cost a view change. Peers that already have a message
+        drop the copy as a replay. (A lost NEW-VIEW is recovered differently: the replica
+        that missed it re-sends its VIEW-CHANGE and gets the NEW-VIEW back.)"""
+        if not self._active:
+            return
+        log = self._log.peek(self.pending_height)
+        slot = log.slots.get(self._view) if log is not None else None
+        if slot is None:
+            return
+        own = [
+            slot.pre_prepare if slot.pre_prepare and slot.pre_prepare.signer == self._me else None,
+            slot.prepares.get(self._me),
+            slot.commits.get(self._me),
+        ]
+        for msg in own:
+            if msg is not None:
+                self._broadcast(msg)
 
+    def _retransmit_checkpoints(self) -> None:
+        """Re-send own checkpoints that should have become stable by now (lost messages)."""
+        for cp in self._log.own_checkpoints(self._me):
+            stale = self._committed_height >= cp.height + self.config.checkpoint_interval
+            if cp.height > self._stable.height and stale:
+                self._broadcast(cp)
 
-@dataclass(frozen=True)
-class NewViewPlan:
-    """What a NEW-VIEW must contain, computed from a quorum of VIEW-CHANGEs."""
+    # ----------------------------------------------------------- view change
 
-    checkpoint: CheckpointProof
-    entries: tuple[tuple[int, PreparedCertificate | None], ...]  # (height, winner or null)
+    def _start_view_change(self, target: int) -> None:
+        if target <= self._view:
+            return
+        self._view, self._active, self._vc_quorum = target, False, False
+        self._timer, self._vc_attempt, self._proposal_asked = 0, 0, None
+        self._consecutive += 1
+        self._round_changes += 1
+        self._nv_message, self._nv_plan = None, {}
+        self._dirty = True
+        self._send_view_change()
+        self._after_view_change_stored()
 
-
-class ViewChangeStore:
-    """The latest VIEW-CHANGE per (view, validator), for views above the current one."""
-
-    def __init__(self) -> None:
-        self._by_view: dict[int, dict[Address, ViewChange]] = {}
-
-    def add(self, vc: ViewChange) -> None:
-        """Keep ``vc`` (a retransmission replaces the earlier one from the same sender)."""
-        self._by_view.setdefault(vc.view, {})[vc.signer] = vc
-        views = sorted(v for v, by in self._by_view.items() if vc.signer in by)
-        for old in views[:-VIEWS_PER_VALIDATOR]:
-            self._discard(old, vc.signer)
-
-    def _discard(self, view: int, signer: Address) -> None:
-        by = self._by_view.get(view)
-        if by is not None:
-            by.pop(signer, None)
-            if not by:
-                del self._by_view[view]
-
-    def for_view(self, view: int) -> list[ViewChange]:
-        """VIEW-CHANGEs for exactly ``view``, sorted by signer."""
-        by = self._by_view.get(view, {})
-        return [by[s] for s in sorted(by)]
-
-    def highest_views_above(self, view: int, exclude: Address) -> list[int]:
-        """Each other validator's highest requested view above ``view``, descending."""
-        best: dict[Address, int] = {}
-        for v, by in self._by_view.items():
-            if v <= view:
-                continue
-            for signer in by:
-                if signer != exclude and v > best.get(signer, -1):
-                    best[signer] = v
-        return sorted(best.values(), reverse=True)
-
-    def signers_at_or_above(self, view: int) -> int:
-        """How many validators asked for ``view`` or a higher one."""
-        return len({s for v, by in self._by_view.items() if v >= view for s in by})
-
-    def prune_through(self, view: int) -> None:
-        """Forget VIEW-CHANGEs for views at or below ``view`` (installed or passed)."""
-        for v in [v for v in self._by_view if v <= view]:
-            del self._by_view[v]
-
-
-def join_target(views_above: list[int], weak_quorum: int) -> int | None:
-    """The view to join given other validators' requested views (descending), or None.
-
-    With ``f + 1`` validators asking for views above ours, at least one honest replica
-    has moved on; we join the lowest view among the ``f + 1`` highest requests, the
-    highest view we know an honest replica has reached (Castro & Liskov's liveness rule).
-    """
-    if len(views_above) < weak_quorum:
-        return None
-    return views_above[weak_quorum - 1]
-
-
-def choose_view_changes(
-    candidates: list[ViewChange], validators: ValidatorSet, own: Address
-) -> list[ViewChange]:
-    """Pick the quorum a new primary puts in its NEW-VIEW, deterministically.
-
-    Its own VIEW-CHANGE first, then those marked amnesiac (including them lets a
-    replica that lost its votes vote again, see the votes-lost rule), then by
-    position in the validator set.
-    """
-
-    def key(vc: ViewChange) -> tuple[int, int, int]:
-        return (
-            0 if vc.signer == own else 1,
-            0 if vc.body.amnesiac else 1,
-            validators.index_of(vc.signer),
+    def _send_view_change(self) -> None:
+        s = self._stable.height
+        certs = tuple(self._prepared[h] for h in sorted(self._prepared) if h > s)
+        body = ViewChangeBody(self._stable, certs, self._vc_attempt, self._amnesiac)
+        msg = self._signer.sign(
+            self.config.chain_id, EngineId.PBFT, Kind.VIEW_CHANGE, s, self._view, b"", body.encode()
         )
+        self._vcs.add(ViewChange(msg, body))
+        self._broadcast(msg)
 
-    members = [vc for vc in candidates if vc.signer in validators]
-    chosen = sorted(members, key=key)[: validators.quorum]
-    return sorted(chosen, key=lambda vc: vc.signer)
+    def _on_view_change(self, msg: SignedMessage) -> None:
+        t = msg.round
+        if t < self._view or (self._active and t == self._view):
+            if self._active and self._nv_message is not None and msg.signer != self._me:
+                self._out.append(Outbound(msg.signer, self._nv_message))  # help it catch up
+            self._drop(DropReason.OUT_OF_WINDOW)
+            return
+        try:
+            vc = decode_view_change(msg, self._sigs, self._vset_at)
+        except MalformedError:
+            self._drop(DropReason.MALFORMED)
+            return
+        except ProofError:
+            self._drop(DropReason.INVALID)
+            return
+        self._observe_embedded(vc)
+        self._vcs.add(vc)
+        self._after_view_change_stored()
 
+    def _observe_embedded(self, vc: ViewChange) -> None:
+        """Votes inside prepared certificates are evidence material too."""
+        for cert in vc.body.prepared:
+            self._observe(cert.pre_prepare)
+            for p in cert.prepares:
+                self._observe(p)
 
-def plan_new_view(bodies: list[ViewChangeBody]) -> NewViewPlan:
-    """Compute checkpoint and re-proposals from a quorum of VIEW-CHANGE bodies."""
-    if not bodies:
-        raise ProofError("new view: no view changes")
-    checkpoint = bodies[0].checkpoint
-    for body in bodies[1:]:
-        if body.checkpoint.height > checkpoint.height:
-            checkpoint = body.checkpoint
-    best: dict[int, PreparedCertificate] = {}
-    for body in bodies:
-        for cert in body.prepared:
-            if cert.height <= checkpoint.height:
+    def _after_view_change_stored(self) -> None:
+        vset = self._vset_at(self.pending_height)
+        above = self._vcs.highest_views_above(self._view, self._me)
+        target = join_target(above, vset.weak_quorum)
+        if target is not None and target > self._view:
+            self._start_view_change(target)
+            return
+        if self._active:
+            return
+        # A quorum has given up on the views below ours (asking for ours or higher, so a
+        # VIEW-CHANGE lost on the way to us cannot freeze us): the escalation timer runs.
+        if not self._vc_quorum and self._vcs.signers_at_or_above(self._view) >= vset.quorum:
+            self._vc_quorum, self._timer = True, 0
+        self._maybe_build_new_view(vset)
+
+    # --------------------------------------------------------------- new view
+
+    def _on_new_view(self, msg: SignedMessage) -> None:
+        t = msg.round
+        if t < self._view or (self._active and t == self._view):
+            self._drop(DropReason.OUT_OF_WINDOW)
+            return
+        vset = self._vset_at(self.pending_height)
+        if msg.signer != vset.member_at(t):
+            self._drop(DropReason.INVALID)
+            return
+        try:
+            plan, vcs, pps = check_new_view(msg, self._sigs, self._vset_at, vset)
+        except MalformedError:
+            self._drop(DropReason.MALFORMED)
+            return
+        except ProofError:
+            self._drop(DropReason.INVALID)
+            return
+        self._install_new_view(msg, plan, vcs, pps)
+
+    def _maybe_build_new_view(self, vset: ValidatorSet) -> None:
+        t = self._view
+        if self._active or t <= self._new_view_built or vset.member_at(t) != self._me:
+            return
+        if self._amnesiac:
+            return  # we may have built (and signed re-proposals for) this view before
+        candidates = self._vcs.for_view(t)
+        if len(candidates) < vset.quorum:
+            return
+        chosen = choose_view_changes(candidates, vset, self._me)
+        plan = plan_new_view([vc.body for vc in chosen])
+        reproposals: list[Reproposal] = []
+        pps: list[SignedMessage] = []
+        for h, cert in plan.entries:
+            if cert is None:
+                reproposals.append(Reproposal(h))
                 continue
-            cur = best.get(cert.height)
-            # Highest view wins; equal views with different digests can only come from
-            # more than f faulty replicas, and then any deterministic choice will do.
-            if cur is None or (cert.view, cur.digest) > (cur.view, cert.digest):
-                best[cert.height] = cert
-    top = max(best, default=checkpoint.height)
-    entries = tuple((h, best.get(h)) for h in range(checkpoint.height + 1, top + 1))
-    return NewViewPlan(checkpoint, entries)
+            known = self._hashes.get(h)
+            if (known is not None and known != cert.digest) or self._votes.get(
+                (Kind.PRE_PREPARE, h, t), cert.digest
+            ) != cert.digest:
+                return  # would contradict our chain or our votes: impossible with <= f faults
+            pp = self._signer.sign(
+                self.config.chain_id, EngineId.PBFT, Kind.PRE_PREPARE, h, t, cert.digest,
+                cert.pre_prepare.payload,
+            )  # fmt: skip
+            if h > self._floor:
+                self._votes[(Kind.PRE_PREPARE, h, t)] = cert.digest
+            reproposals.append(Reproposal(h, cert.digest, pp.signature))
+            pps.append(reproposal_message(cert, t, self._me, pp.signature))
+        body = new_view_body(chosen, reproposals)
+        nv = self._signer.sign(
+            self.config.chain_id, EngineId.PBFT, Kind.NEW_VIEW, plan.checkpoint.height, t, b"",
+            body.encode(),
+        )  # fmt: skip
+        self._new_view_built, self._dirty = t, True
+        self._broadcast(nv)
+        self._install_new_view(nv, plan, chosen, pps)
 
-
-def reproposal_message(
-    cert: PreparedCertificate, view: int, primary: Address, signature: bytes
-) -> SignedMessage:
-    """The PRE-PREPARE a re-proposal stands for (its block comes from ``cert``)."""
-    return SignedMessage(
-        engine=EngineId.PBFT,
-        kind=Kind.PRE_PREPARE,
-        height=cert.height,
-        round=view,
-        digest=cert.digest,
-        payload=cert.pre_prepare.payload,
-        signer=primary,
-        signature=signature,
-    )
-
-
-def decode_view_change(
-    msg: SignedMessage, sigs: SignatureCache, validators_at: ValidatorsAt
-) -> ViewChange:
-    """Decode and verify the body of an (already signature-checked) VIEW-CHANGE."""
-    if msg.kind != Kind.VIEW_CHANGE or msg.digest or msg.round < 1:
-        raise ProofError("view change: wrong kind, digest or view")
-    body = ViewChangeBody.decode(msg.payload)
-    if body.checkpoint.height != msg.height:
-        raise ProofError("view change: height is not the carried checkpoint's")
-    body.verify(sigs, validators_at, msg.round)
-    return ViewChange(msg, body)
-
-
-def check_new_view(
-    msg: SignedMessage,
-    sigs: SignatureCache,
-    validators_at: ValidatorsAt,
-    validators: ValidatorSet,
-) -> tuple[NewViewPlan, list[ViewChange], list[SignedMessage]]:
-    """Verify a NEW-VIEW by recomputing it; return the plan, its view changes and the
-    re-issued PRE-PREPAREs. Raises :class:`ProofError` on any mismatch."""
-    body = NewViewBody.decode(msg.payload)
-    primary = validators.member_at(msg.round)
-    if msg.signer != primary or msg.digest:
-        raise ProofError("new view: not from the view's primary")
-    vcs: list[ViewChange] = []
-    seen: set[bytes] = set()
-    for raw in body.view_changes:
-        if raw.engine != EngineId.PBFT or raw.round != msg.round:
-            raise ProofError("new view: view change for another view")
-        if raw.signer not in validators or raw.signer in seen or not sigs.verify(raw):
-            raise ProofError("new view: bad or duplicate view change signer")
-        seen.add(raw.signer)
-        vcs.append(decode_view_change(raw, sigs, validators_at))
-    if len(vcs) < validators.quorum:
-        raise ProofError("new view: fewer view changes than a quorum")
-    plan = plan_new_view([vc.body for vc in vcs])
-    if msg.height != plan.checkpoint.height:
-        raise ProofError("new view: height is not the chosen checkpoint's")
-    if len(body.reproposals) != len(plan.entries):
-        raise ProofError("new view: re-proposals do not cover the recomputed heights")
-    pre_prepares = []
-    for prop, (height, cert) in zip(body.reproposals, plan.entries, strict=True):
-        if prop.height != height or (cert is None) != prop.is_null:
-            raise ProofError(f"new view: re-proposal at {height} differs from recomputation")
-        if cert is None:
-            if prop.signature:
-                raise ProofError("new view: null re-proposal carries a signature")
-            continue
-        if prop.digest != cert.digest:
-            raise ProofError(f"new view: re-proposal at {height} has the wrong block")
-        pp = reproposal_message(cert, msg.round, primary, prop.signature)
-        if not sigs.verify(pp):
-            raise ProofError(f"new view: bad re-proposal signature at {height}")
-        pre_prepares.append(pp)
-    return plan, vcs, pre_prepares
-
-
-def new_view_body(vcs: list[ViewChange], reproposals: list[Reproposal]) -> NewViewBody:
-    """Assemble the NEW-VIEW payload (view changes sorted by signer)."""
-    ordered = sorted(vcs, key=lambda vc: vc.signer)
-    return NewViewBody(tuple(vc.message for vc in ordered), tuple(reproposals))
-
-
-def digest_of(entry: tuple[int, PreparedCertificate | None]) -> Hash32 | None:
-    """The block a plan entry re-proposes, or None for a null re-proposal."""
-    return entry[1].digest if entry[1] is not None else None
+    def _install_new_view(
+        self,
+        msg: SignedMessage,
+        plan: NewViewPlan,
+        vcs: list[ViewChange],
+        pps: list[SignedMessage],
+    ) -> None:
+        t = msg.round
+        self._view, self._active, self._vc_quorum = t, True, False
+        self._timer, self._proposal_asked = 0, None
+        self._nv_message = msg
+        self._nv_plan = {h: (c.digest if c is not None else None) for h, c in plan.entries}
+        self._vcs.prune_through(t)
+        self._dirty = True
+        if self._amnesiac and any(vc.signer == self._me and vc.body.amnesiac for vc in vcs):
+            self._amnesiac = False  # this view began after our restart: safe to vote
+        for vc in vcs:
+            self._observe_embedded(vc)
+        for pp in pps:
+            self._observe(pp)
+            if pp.height <= self._committed_height:
+                continue
+            self._log.at(pp.height).unverified.setdefault(pp.digest, pp.payload)
+            slot = self._log.at(pp.height).slot(t)
+            slot.pre_prepare, slot.accepted, slot.rejected = pp, False, False
+        self._set_stable(plan.checkpoint)
+        if plan.checkpoint.height > self._committed_height:
+            self._request_sync()
