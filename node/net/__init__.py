@@ -6,6 +6,7 @@ returning the current miner set, then uses :meth:`~PeerTransport.send`,
 :meth:`~PeerTransport.broadcast` and :meth:`~PeerTransport.request`.
 """
 
+from node.net.config import TransportConfig
 from node.net.errors import (
     FrameTooLarge,
     PeerUnavailable,
@@ -16,7 +17,7 @@ from node.net.errors import (
 )
 from node.net.frames import PROTOCOL_VERSION, Channel, Envelope, Kind
 from node.net.tls import RefusalReason, TlsIdentity
-from node.net.transport import OnMessage, OnRequest, PeerTransport, TransportConfig
+from node.net.transport import OnMessage, OnRequest, PeerTransport
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -41,6 +41,7 @@ class PeerConnection:
         max_frame_size: int,
         peer_max_frame_size: int,
         close_timeout: float,
+        max_concurrent_requests: int,
         stats: TransportStats,
     ) -> None:
         self.peer = peer
@@ -52,6 +53,9 @@ class PeerConnection:
         self.peer_max_frame_size = peer_max_frame_size
         self.last_received = asyncio.get_running_loop().time()
         self.close_reason: str | None = None
+        #: bounds the peer's requests being served at once; per connection, so one busy
+        #: peer cannot stall another's read loop
+        self.request_slots = asyncio.Semaphore(max_concurrent_requests)
         self._reader = reader
         self._writer = writer
         self._close_timeout = close_timeout

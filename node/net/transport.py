@@ -45,15 +45,15 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-
 from node.consensus.types import Address
 from node.errors import InvalidInput, TwinChainError
-from node.net.connection import PeerConnection, close_stream
+from node.net.admission import Admission, Refusal
+from node.net.admission import fmt_address as _fmt
+from node.net.config import TransportConfig
+from node.net.connection import PeerConnection
 from node.net.errors import (
     PeerUnavailable,
     ProtocolViolation,
@@ -61,18 +61,15 @@ from node.net.errors import (
     RequestTimeout,
 )
 from node.net.frames import (
-    PROTOCOL_VERSION,
     Channel,
     Envelope,
     ErrorBody,
-    Hello,
     Kind,
     frame_size,
-    read_envelope,
 )
 from node.net.outbox import Backoff, Outbox
 from node.net.stats import TransportStats
-from node.net.tls import RefusalReason, TlsIdentity, classify_handshake_error, peer_address
+from node.net.tls import RefusalReason, TlsIdentity
 
 logger = logging.getLogger("node.net")
 
@@ -86,61 +83,6 @@ AllowedPeers = Callable[[], Collection[bytes]]
 """Returns the current miner set; called on every connection and send, so keep it cheap."""
 
 _PING = Envelope(Kind.PING).frame()
-
-
-@dataclass(frozen=True)
-class TransportConfig:
-    """Tunables of a :class:`PeerTransport` (seconds and bytes)."""
-
-    max_frame_size: int = 16 * 1024 * 1024
-    max_queue_frames: int = 4096
-    max_queue_bytes: int = 64 * 1024 * 1024
-    connect_timeout: float = 5.0
-    handshake_timeout: float = 5.0
-    backoff_initial: float = 0.2
-    backoff_max: float = 10.0
-    ping_interval: float = 5.0
-    idle_timeout: float = 20.0
-    request_timeout: float = 10.0
-    max_concurrent_requests: int = 32
-    max_pending_handshakes: int = 64
-    close_timeout: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.max_frame_size < frame_size(0) or self.max_frame_size > 2**32 - 1:
-            raise InvalidInput(f"max_frame_size {self.max_frame_size} out of range")
-        if self.max_queue_bytes < self.max_frame_size + 4 or self.max_queue_frames < 1:
-            raise InvalidInput("a peer queue must hold at least one maximum-size frame")
-        if self.idle_timeout <= self.ping_interval:
-            raise InvalidInput("idle_timeout must exceed ping_interval")
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise InvalidInput("need 0 < backoff_initial <= backoff_max")
-
-
-class _Refused(Exception):
-    """Internal: a connection attempt ended before it could carry data.
-
-    ``reason`` is set when *we* refused (counted as ``refused_<reason>``); ``by_peer``
-    when the peer refused us or hung up during the HELLO exchange.
-    """
-
-    def __init__(
-        self,
-        reason: RefusalReason | None,
-        detail: str,
-        *,
-        peer: Address | None = None,
-        by_peer: bool = False,
-    ) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.peer = peer
-        self.by_peer = by_peer
-
-
-def _fmt(address: bytes | None) -> str:
-    return to_checksum_address(address) if address is not None else "?"
 
 
 class PeerTransport:
@@ -200,8 +142,8 @@ class PeerTransport:
         self._maintenance: asyncio.Task[None] | None = None
         self._pending: dict[int, tuple[Address, asyncio.Future[bytes]]] = {}
         self._request_ids = itertools.count(1)
-        self._request_slots = asyncio.Semaphore(self.config.max_concurrent_requests)
         self._changed = asyncio.Event()
+        self._admission = Admission(self.address, allowed, self.config, self._stats)
         self.update_peers(peers)
 
     # ------------------------------------------------------------------ lifecycle
@@ -414,8 +356,8 @@ class PeerTransport:
         remote = _remote(writer)
         self._stats.connections_accepted += 1
         if self._closed or len(self._handshakes) >= self.config.max_pending_handshakes:
-            self._note_failure(
-                _Refused(RefusalReason.OVERLOAD, "too many pending handshakes"), "inbound", remote
+            self._admission.record_failure(
+                Refusal(RefusalReason.OVERLOAD, "too many pending handshakes"), "inbound", remote
             )
             writer.transport.abort()
             return
@@ -426,10 +368,10 @@ class PeerTransport:
             await writer.start_tls(
                 self._server_ctx, ssl_handshake_timeout=self.config.handshake_timeout
             )
-            conn = await self._authenticate(reader, writer, remote, expected=None)
-        except (_Refused, ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            self._note_failure(exc, "inbound", remote)
-            await self._reject(writer, exc)
+            conn = await self._admission.admit(reader, writer, remote, expected=None)
+        except (Refusal, ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            self._admission.record_failure(exc, "inbound", remote)
+            await self._admission.reject(writer, exc)
             return
         finally:
             self._handshakes.pop(task, None)
@@ -460,14 +402,14 @@ class PeerTransport:
             try:
                 await self._dial(peer, host, port)
             except (
-                _Refused,
+                Refusal,
                 ssl.SSLError,
                 OSError,
                 TimeoutError,
                 asyncio.IncompleteReadError,
             ) as exc:
                 failures += 1
-                self._note_failure(
+                self._admission.record_failure(
                     exc, "outbound", f"{host}:{port}", expected=peer, quiet=failures > 1
                 )
                 await asyncio.sleep(backoff.next_delay())
@@ -488,147 +430,12 @@ class PeerTransport:
             self.config.connect_timeout + self.config.handshake_timeout,
         )
         try:
-            conn = await self._authenticate(reader, writer, remote, expected=peer)
+            conn = await self._admission.admit(reader, writer, remote, expected=peer)
         except BaseException as exc:
-            await self._reject(writer, exc)
+            await self._admission.reject(writer, exc)
             raise
         if not self._register(conn):
             await conn.wait_closed()
-
-    # ------------------------------------------------------------------ handshake
-
-    async def _authenticate(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        remote: str,
-        *,
-        expected: Address | None,
-    ) -> PeerConnection:
-        """Gates 2 and 3: identity against the miner set, then the HELLO exchange."""
-        try:
-            peer = peer_address(writer.get_extra_info("ssl_object"))
-        except InvalidInput as exc:
-            raise _Refused(RefusalReason.BAD_CERTIFICATE, str(exc)) from exc
-        if peer == self.address:
-            raise _Refused(
-                RefusalReason.ADDRESS_MISMATCH, "peer presents our own address", peer=peer
-            )
-        if expected is not None and peer != expected:
-            raise _Refused(
-                RefusalReason.ADDRESS_MISMATCH,
-                f"dialed {_fmt(expected)} but the certificate is bound to {_fmt(peer)}",
-                peer=peer,
-            )
-        if peer not in self._allowed():
-            raise _Refused(RefusalReason.NOT_A_MINER, "not in the current miner set", peer=peer)
-        hello = Envelope(
-            Kind.HELLO, payload=Hello(PROTOCOL_VERSION, self.config.max_frame_size).encode()
-        )
-        frame = hello.frame()
-        writer.write(frame)
-        self._stats.frames_out += 1
-        self._stats.bytes_out += len(frame)
-        try:
-            envelope, size = await asyncio.wait_for(
-                read_envelope(reader, self.config.max_frame_size), self.config.handshake_timeout
-            )
-            self._stats.frames_in += 1
-            self._stats.bytes_in += size
-            if envelope.kind is Kind.GOODBYE:
-                reason = envelope.payload.decode(errors="replace")
-                raise _Refused(None, f"peer refused us: {reason}", peer=peer, by_peer=True)
-            if envelope.kind is not Kind.HELLO:
-                raise ProtocolViolation(f"expected HELLO, got {envelope.kind.name}")
-            theirs = Hello.decode(envelope.payload)
-        except TimeoutError as exc:
-            raise _Refused(RefusalReason.HANDSHAKE_FAILED, "no HELLO in time", peer=peer) from exc
-        except asyncio.IncompleteReadError as exc:
-            raise _Refused(
-                None,
-                "peer hung up before HELLO (did it refuse our certificate?)",
-                peer=peer,
-                by_peer=True,
-            ) from exc
-        except ProtocolViolation as exc:
-            raise _Refused(RefusalReason.PROTOCOL_ERROR, str(exc), peer=peer) from exc
-        if theirs.version != PROTOCOL_VERSION:
-            raise _Refused(
-                RefusalReason.PROTOCOL_ERROR,
-                f"peer speaks protocol {theirs.version}, we speak {PROTOCOL_VERSION}",
-                peer=peer,
-            )
-        return PeerConnection(
-            peer=peer,
-            dialer=self.address if expected is not None else peer,
-            outbound=expected is not None,
-            remote=remote,
-            reader=reader,
-            writer=writer,
-            max_frame_size=self.config.max_frame_size,
-            peer_max_frame_size=theirs.max_frame_size,
-            close_timeout=self.config.close_timeout,
-            stats=self._stats,
-        )
-
-    async def _reject(self, writer: asyncio.StreamWriter, exc: BaseException) -> None:
-        """Tell a refused peer why (if TLS is up and the refusal is ours), then close."""
-        if (
-            isinstance(exc, _Refused)
-            and exc.reason is not None
-            and not writer.is_closing()
-            and writer.get_extra_info("ssl_object") is not None
-        ):
-            writer.write(Envelope(Kind.GOODBYE, payload=exc.reason.value.encode()).frame())
-        await close_stream(writer, self.config.close_timeout)
-
-    def _note_failure(
-        self,
-        exc: BaseException,
-        direction: str,
-        remote: str,
-        *,
-        expected: Address | None = None,
-        quiet: bool = False,
-    ) -> None:
-        """Count and log a connection attempt that did not produce a connection."""
-        refusal = _as_refusal(exc, inbound=direction == "inbound")
-        if refusal is None:  # outbound: unreachable, reset, timed out; not a refusal
-            self._stats.dial_failures += 1
-            logger.log(
-                logging.DEBUG if quiet else logging.INFO,
-                "cannot reach %s at %s: %r",
-                _fmt(expected),
-                remote,
-                exc,
-                extra={"event": "dial_failed", "peer": _fmt(expected), "remote": remote},
-            )
-            return
-        peer = refusal.peer or expected
-        reason = refusal.reason
-        extra = {
-            "event": "refused_by_peer" if reason is None else "peer_refused",
-            "direction": direction,
-            "remote": remote,
-            "peer": _fmt(peer),
-            "reason": "refused_by_peer" if reason is None else reason.value,
-            "detail": refusal.detail,
-        }
-        if direction == "outbound":
-            self._stats.dial_failures += 1
-        if reason is None:
-            self._stats.refused_by_peer += 1
-            level = logging.DEBUG if quiet else logging.WARNING
-            message = "%s connection with %s (%s) refused by the peer: %s"
-            logger.log(level, message, direction, _fmt(peer), remote, refusal.detail, extra=extra)
-            return
-        self._stats.count_refusal(reason)
-        routine = reason in (RefusalReason.HANDSHAKE_FAILED, RefusalReason.OVERLOAD)
-        level = logging.DEBUG if quiet else logging.INFO if routine else logging.WARNING
-        message = "refused %s connection with %s (%s): %s: %s"
-        logger.log(
-            level, message, direction, _fmt(peer), remote, reason.value, refusal.detail, extra=extra
-        )
 
     # ------------------------------------------------------------------ connections
 
@@ -732,8 +539,8 @@ class PeerTransport:
         elif kind is Kind.MESSAGE:
             await self._deliver(conn.peer, envelope)
         elif kind is Kind.REQUEST:
-            await self._request_slots.acquire()  # backpressure: stop reading when busy
-            task = asyncio.create_task(self._serve(conn.peer, envelope))
+            await conn.request_slots.acquire()  # backpressure: stop reading when busy
+            task = asyncio.create_task(self._serve(conn, envelope))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         else:  # RESPONSE or ERROR
@@ -755,7 +562,8 @@ class PeerTransport:
             self._stats.handler_errors += 1
             logger.exception("message handler failed on a message from %s", _fmt(peer))
 
-    async def _serve(self, peer: Address, envelope: Envelope) -> None:
+    async def _serve(self, conn: PeerConnection, envelope: Envelope) -> None:
+        peer = conn.peer
         try:
             kind, payload = Kind.RESPONSE, b""
             if self._on_request is None:
@@ -783,7 +591,7 @@ class PeerTransport:
                     peer, Envelope(kind, envelope.channel, envelope.request_id, payload).frame()
                 )
         finally:
-            self._request_slots.release()
+            conn.request_slots.release()
 
     def _resolve(self, peer: Address, envelope: Envelope) -> None:
         entry = self._pending.get(envelope.request_id)
@@ -811,19 +619,6 @@ class PeerTransport:
                     conn.close(f"idle for more than {self.config.idle_timeout}s")
                 else:
                     self._outbox(conn.peer).put_urgent(_PING)
-
-
-def _as_refusal(exc: BaseException, *, inbound: bool) -> _Refused | None:
-    """Normalise a failed connection attempt; None means "could not reach" (outbound)."""
-    if isinstance(exc, _Refused):
-        return exc
-    if isinstance(exc, ssl.SSLError):
-        reason, detail = classify_handshake_error(exc)
-        return _Refused(reason, detail, by_peer=reason is None)
-    if inbound:
-        reason, detail = classify_handshake_error(exc)
-        return _Refused(reason, detail)
-    return None
 
 
 def _remote(writer: asyncio.StreamWriter) -> str:

@@ -247,6 +247,25 @@ def test_oversized_frame_closes_the_connection_and_is_counted(
     assert any("frame too large" in r.getMessage() for r in caplog.records)
 
 
+def test_peer_speaking_another_protocol_version_is_refused(authority: Authority) -> None:
+    async def go() -> None:
+        async with cluster(authority) as c:
+            a, future = c.add("a"), c.add("future")
+            await c.start(a)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", a.t.listen_port, ssl=future.identity.client_context()
+            )
+            assert (await read_envelope(reader, 1 << 20))[0].kind is Kind.HELLO
+            writer.write(Envelope(Kind.HELLO, payload=Hello(99, 1 << 20).encode()).frame())
+            goodbye, _ = await read_envelope(reader, 1 << 20)
+            assert (goodbye.kind, goodbye.payload) == (Kind.GOODBYE, b"protocol_error")
+            writer.close()
+            assert a.t.stats()["refused_protocol_error"] == 1
+            assert a.t.connected_peers() == frozenset()
+
+    run(go())
+
+
 def test_reconnects_after_the_peer_restarts(authority: Authority) -> None:
     async def go() -> None:
         async with cluster(authority) as c:
