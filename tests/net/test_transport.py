@@ -247,6 +247,34 @@ def test_oversized_frame_closes_the_connection_and_is_counted(
     assert any("frame too large" in r.getMessage() for r in caplog.records)
 
 
+def test_silent_peer_is_disconnected_after_the_idle_timeout(authority: Authority) -> None:
+    quick = replace(FAST, ping_interval=0.05, idle_timeout=0.3)
+
+    async def go() -> None:
+        async with cluster(authority, quick) as c:
+            a, mute = c.add("a"), c.add("mute")
+            await c.start(a)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", a.t.listen_port, ssl=mute.identity.client_context()
+            )
+            await read_envelope(reader, 1 << 20)
+            writer.write(
+                Envelope(Kind.HELLO, payload=Hello(PROTOCOL_VERSION, 1 << 20).encode()).frame()
+            )
+            await a.t.wait_connected([mute.address], 5)
+            # mute never answers a's pings: a link that is up but dead
+            await eventually(lambda: mute.address not in a.t.connected_peers(), timeout=3)
+            frames = []
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    frames.append((await read_envelope(reader, 1 << 20))[0])
+            assert frames[-1].kind is Kind.GOODBYE and b"idle" in frames[-1].payload
+            assert any(f.kind is Kind.PING for f in frames)
+            writer.close()
+
+    run(go())
+
+
 def test_peer_speaking_another_protocol_version_is_refused(authority: Authority) -> None:
     async def go() -> None:
         async with cluster(authority) as c:
@@ -329,7 +357,7 @@ def test_request_gets_its_response_and_remote_errors_surface(authority: Authorit
 
 def test_request_times_out_when_the_peer_does_not_answer(authority: Authority) -> None:
     async def slow(peer: Address, channel: int, payload: bytes) -> bytes:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.4)
         return b"too late"
 
     async def go() -> None:
