@@ -120,6 +120,8 @@ class PbftEngine(ViewChangeRules):
         """One unit of logical time: timeouts, retransmissions."""
         self._ticks += 1
         self._timer += 1
+        if self.pending_height > self._stable.height + self.config.watermark_window:
+            self._timer = 0  # waiting for a stable checkpoint is not the primary's fault
         nudge = self.timeout * 3 // 4
         if self._timer >= self.timeout:
             self._on_timeout()
@@ -138,12 +140,14 @@ class PbftEngine(ViewChangeRules):
         if not self._filter.admit(message, vset, low, high):
             self._note_ahead(message, high)
             return
-        self._note_fresh_progress(message)
         handler = self._HANDLERS.get(message.kind)
         if handler is None:
             self._drop(DropReason.INVALID)
             return
+        drops = self._filter.dropped.total()
         handler(self, message)
+        if self._filter.dropped.total() == drops:  # only messages that passed count
+            self._note_fresh_progress(message)
         self._drive()
 
     def propose(self, payload: bytes) -> None:

@@ -123,7 +123,7 @@ class MessageLog:
         """Garbage-collect everything at or below ``height`` (the new stable checkpoint)."""
         for h in [h for h in self._heights if h <= height]:
             del self._heights[h]
-        for h in [h for h in self._checkpoints if h < height]:
+        for h in [h for h in self._checkpoints if h <= height]:
             del self._checkpoints[h]
 
     def heights(self) -> list[int]:

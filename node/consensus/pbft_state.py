@@ -172,6 +172,10 @@ class PbftState:
         """The message log (read-only use: tests, metrics)."""
         return self._log
 
+    def hard_state_bytes(self) -> bytes:
+        """The hard state as of now (what the next ``Ready.persist`` would hold)."""
+        return self._hard_state().encode()
+
     def primary(self, view: int | None = None, height: int | None = None) -> Address:
         """Primary of ``view`` (default: current) at ``height`` (default: pending)."""
         h = self.pending_height if height is None else height

@@ -19,6 +19,12 @@ from node.consensus.engine import BlockInfo, CommittedBlock, Outbound, Ready
 from node.consensus.evidence import EquivocationEvidence
 from node.consensus.messages import EngineId, Kind, SignedMessage, Signer
 from node.consensus.pbft import PbftConfig, PbftEngine
+from node.consensus.pbft_codec import (
+    CheckpointProof,
+    HardState,
+    PreparedCertificate,
+    ViewChangeBody,
+)
 from node.consensus.types import ZERO_HASH, Address, Hash32, ValidatorSet
 
 CHAIN_ID = 0x7B
@@ -125,6 +131,7 @@ class Cluster:
         r = self.replicas[i]
         if ready.persist is not None:
             r.hard_state = ready.persist
+        self._check_persisted_before_send(r, ready)
         for out in ready.messages:
             self._route(i, out)
         for block in ready.committed:
@@ -139,6 +146,23 @@ class Cluster:
         for sync in ready.sync:
             r.syncs += 1
             self._serve_sync(i, sync.from_height)
+
+    @staticmethod
+    def _check_persisted_before_send(r: Replica, ready: Ready) -> None:
+        """Every own vote leaving in this Ready is covered by the hard state written."""
+        votes = [
+            m
+            for m in (o.message for o in ready.messages)
+            if m.signer == r.signer.address
+            and m.kind in (Kind.PRE_PREPARE, Kind.PREPARE, Kind.COMMIT)
+        ]
+        if not votes:
+            return
+        assert r.hard_state is not None, "votes sent before any hard state was persisted"
+        hs = HardState.decode(r.hard_state)
+        recorded = set(hs.votes)
+        for m in votes:
+            assert (m.kind, m.height, m.round, m.digest) in recorded or m.height <= hs.floor
 
     def _route(self, src: int, out: Outbound) -> None:
         self.replicas[src].sent.append(out.message)
@@ -226,3 +250,29 @@ class Cluster:
     def address(self, i: int) -> Address:
         """Address of replica ``i``."""
         return self.signers[i].address
+
+
+def view_change(
+    s: Signer,
+    view: int,
+    checkpoint: CheckpointProof | None = None,
+    prepared: tuple[PreparedCertificate, ...] = (),
+    *,
+    amnesiac: bool = False,
+    attempt: int = 0,
+) -> SignedMessage:
+    """A VIEW-CHANGE signed by ``s``."""
+    cp = checkpoint or CheckpointProof.genesis()
+    body = ViewChangeBody(cp, prepared, attempt, amnesiac)
+    return sign(s, Kind.VIEW_CHANGE, cp.height, view, b"", body.encode())
+
+
+def vote_slots(
+    messages: list[SignedMessage], signer: Address
+) -> dict[tuple[int, int, int], set[bytes]]:
+    """Digests ``signer`` signed per (kind, height, round) among ``messages``."""
+    slots: dict[tuple[int, int, int], set[bytes]] = {}
+    for m in messages:
+        if m.signer == signer and m.kind in (Kind.PRE_PREPARE, Kind.PREPARE, Kind.COMMIT):
+            slots.setdefault((m.kind, m.height, m.round), set()).add(m.digest)
+    return slots
