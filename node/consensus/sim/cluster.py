@@ -99,6 +99,8 @@ class Simulation:
         self.expectations: list[_Expectation] = []
         self.now = 0
         self.healed = False
+        self.heal_baseline = 0
+        self.recovered_after = -1  # ticks from the heal until every honest replica moved on
         self.scenario: Scenario = make_scenario(options.scenario, self)
 
     def _make_host(self, i: int, signer: Signer) -> Host:
@@ -159,6 +161,12 @@ class Simulation:
         while (env := self.network.pop_due(now)) is not None:
             self._deliver(env)
         self._check_deadlines(final=False)
+        if (
+            self.healed
+            and self.recovered_after < 0
+            and all(self.checker.tip(i) > self.heal_baseline for i in self.honest)
+        ):
+            self.recovered_after = now - self.options.fault_ticks
 
     def _deliver(self, env: Envelope) -> None:
         if isinstance(env.body, SignedMessage):
@@ -172,6 +180,7 @@ class Simulation:
         self.network.faults = replace(self.faults, loss=0.0)
         for i in range(len(self.hosts)):
             self.restart(i)
+        self.heal_baseline = self.max_honest_tip()
         self.expect_progress(self.options.ticks - 1, list(self.honest))
 
     def _check_deadlines(self, final: bool) -> None:
@@ -195,6 +204,7 @@ class Simulation:
             violations=list(self.checker.violations),
             heights=max(tips, default=0),
             min_heights=min(tips, default=0),
+            recovered_after=self.recovered_after,
             view_changes=max((self.hosts[i].round_changes() for i in self.honest), default=0),
             messages=stats.messages,
             bytes=stats.bytes,

@@ -17,6 +17,7 @@ class SimResult:
     violations: list[Violation]
     heights: int  # highest height committed by an honest replica
     min_heights: int  # lowest honest tip at the end (catch-up worked if close to heights)
+    recovered_after: int  # ticks from the heal until every honest replica committed (-1: never)
     view_changes: int  # max over honest replicas of their round changes
     messages: int
     bytes: int
