@@ -51,9 +51,7 @@ def test_own_votes_are_persisted_before_they_are_sent() -> None:
 def test_restarted_replica_with_hard_state_never_double_signs() -> None:
     c = Cluster(4)
     c.stop_at = 1
-    c.intercept = lambda _s, d, m: m.kind != Kind.COMMIT and not (
-        d == 1 and m.kind == Kind.PREPARE
-    )
+    c.intercept = lambda _s, d, m: m.kind != Kind.COMMIT and not (d == 1 and m.kind == Kind.PREPARE)
     c.pump()
     (x_vote,) = [m for m in _votes_from(c, 1) if m.kind == Kind.PREPARE]
     engine = c.restart(1)  # from its hard state: it remembers PREPARE(1, 0, X)
@@ -70,9 +68,7 @@ def test_restarted_replica_that_lost_its_votes_does_not_double_sign() -> None:
     c.stop_at = 1
     c.pump()
     c.stop_at = 2  # height 2: replica 1 prepares X, nothing commits
-    c.intercept = lambda _s, d, m: m.kind != Kind.COMMIT and not (
-        d != 1 and m.kind == Kind.PREPARE
-    )
+    c.intercept = lambda _s, d, m: m.kind != Kind.COMMIT and not (d != 1 and m.kind == Kind.PREPARE)
     c.pump()
     assert any(m.height == 2 for m in _votes_from(c, 1))
     engine = c.restart(1, keep_hard_state=False)
