@@ -12,66 +12,31 @@ is simply skipped: the next producer builds on whatever head it has. Blocks are 
 up to ``slot_window`` slots ahead of the local slot clock (clocks drift), and any number of
 slots behind as long as slots increase along the chain.
 
-*Confirmation.* Finality is a BFT agreement per height, run on the blocks the producers
-already made (Tendermint's two voting phases, with the producers in the proposer's role).
-For the lowest non-final height ``h`` (the *active* height), in confirmation round ``r``:
-
-1. *pre-confirm*: a delegate signs a pre-confirm for its fork-choice child of the last
-   final block — unless it is locked on another block ``L`` at ``h`` and that child has no
-   pre-confirm quorum (POL) in a round later than its lock round, in which case it
-   pre-confirms ``L`` again;
-2. *confirm*: on a quorum of pre-confirms for block ``B`` in round ``r`` (a POL), a
-   delegate that has validated ``B`` signs a confirm for ``B`` and locks on ``(B, r)``;
-3. *final*: a quorum of confirms for ``B`` in one round makes ``B`` final; those confirms
-   are its :class:`CommitCertificate` (kind CONFIRM, round ``2r + 1``, see
-   :mod:`node.consensus.dpos_votes`), which verifies on its own against the committee.
-
-A round lasts ``confirm_timeout`` ticks (growing slowly with the round) while there is a
-block to confirm; then the delegate moves to the next round and re-broadcasts what others
-may have missed (the block it pre-confirms, the POL of its lock). A delegate that sees
-``f+1`` delegates in a higher round at ``h`` joins it. Heights above the active one are
-*pipelined*: a delegate pre-confirms, in round 0, each block of its fork-choice chain
-whose parent it pre-confirmed, in order — so when ``h`` becomes final the POL for
-``h + 1`` is often already there and one more message delay finalises it. Confirms are
-never pipelined: a delegate confirms at ``h`` only once ``h - 1`` is final, so final
-blocks always form one chain. A block is thus final once a quorum has signed on it
-directly; a certificate for a descendant also proves it final (the descendant's
-confirmers had it final), which the engine uses as a reason to catch up.
-
-*Safety* (no two final blocks at one height). An honest delegate signs at most one
-pre-confirm and one confirm per ``(h, r)``. If ``B`` is final in round ``r``, a quorum
-confirmed ``B`` in ``r``, so at least ``q - f`` honest delegates are locked on ``B`` with
-lock round ``>= r``. Suppose some round ``r' > r`` had a POL for ``B' != B`` and take the
-first one: its quorum intersects those locked delegates in an honest one, which
-pre-confirmed ``B'`` in ``r'`` while locked on ``B`` — allowed only given a POL for ``B'``
-in a round in ``(lock round, r')``, hence in ``[r, r')``: round ``r`` has none (two
-quorums of one round would share an honest pre-confirmer), and later rounds have none by
-the choice of ``r'``. So no honest delegate ever confirms ``B' != B`` at ``h``, and no
-quorum can. Final blocks therefore never revert, and fork choice starts from them.
-
-*Liveness* (after faults heal). Rounds synchronise (timeouts, ``f+1`` joins); the POL of
-every lock is relayed, so all honest delegates learn the highest POL round at ``h``; fork
-choice ranks the POL first, so unlocked delegates pre-confirm the same block as the
-delegate with the highest lock, and a delegate locked lower is released by that POL
-(Tendermint's unlock rule — this is what defeats the IBFT-1.0 "locked on different
-blocks" stall and a Byzantine producer's equivocation). Everyone then pre-confirms one
-block in one round, and it becomes final.
+*Confirmation.* Blocks become final through Tendermint-style confirmation rounds at the
+lowest non-final height, described (with the safety and liveness arguments) in
+:mod:`node.consensus.dpos_confirm`. A block is final once a quorum of the committee has
+signed a confirm for it; those confirms are its :class:`CommitCertificate`, which verifies
+on its own. Delegates confirm their branch block by block, so a certificate for a
+descendant also proves a block final (its confirmers had it final): the engine takes it
+as a reason to catch up.
 
 *Evidence.* Every admitted BLOCK and CONFIRM goes through an
 :class:`EquivocationDetector`: two BLOCKs for one ``(height, slot)`` or two confirmation
 votes for one ``(height, message round)`` with different digests become
 ``Ready.evidence``.
 
-*Catch-up.* Confirms at ``h >= F + 2`` or messages beyond the window show a delegate it is
-behind: it asks for committed blocks (``Ready.sync``) and :meth:`DposEngine.deliver`
-verifies each one (certificate against the committee of its height, payload via the
-validator, parent = last final block) before making it final. A delegate that already
-finalised ``h`` answers a late pre-confirm at ``h`` (from a later round than the
-certificate's) by sending that delegate the certificate's confirms.
+*Catch-up.* A vote at ``h >= F + 2`` (votes are cast at the signer's active height, so
+it has ``h - 1`` final) or a message beyond the window shows a delegate it is behind: it
+asks for committed blocks (``Ready.sync``) and :meth:`DposEngine.deliver` verifies each
+one (certificate against the committee of its height, payload via the validator, parent
+= last final block) before making it final. A delegate that already finalised ``h``
+answers a late pre-confirm at ``h`` (from a later round than the certificate's) by
+sending that delegate the certificate's confirms.
 
 *Persistence.* See :mod:`node.consensus.dpos_state`: what was signed is in
-``Ready.persist`` before it is sent, and a delegate restarted without it stays silent
-until the chain is final past everything it may have signed.
+``Ready.persist`` before it is sent. A delegate restarted without it produces nothing
+until ``max_lag`` heights past its committed one, and at the one height it may have voted
+at, pre-confirms only in rounds its lost incarnation cannot have reached.
 
 *Finality lag.* ``status().finality_lag`` is head height minus final height. Producers
 stop extending a chain more than ``max_lag`` heights above the last final block, which
@@ -80,20 +45,19 @@ bounds memory, the window of admitted messages, and what an amnesiac may have si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from node.consensus.certificate import CommitCertificate
+from node.consensus.dpos_config import DposConfig
+from node.consensus.dpos_confirm import ConfirmationRounds
 from node.consensus.dpos_schedule import Committees, SlotClock
-from node.consensus.dpos_state import HardState, Vote
+from node.consensus.dpos_state import HardState
 from node.consensus.dpos_tree import BlockNode, BlockTree
 from node.consensus.dpos_votes import (
     CONFIRM,
+    NIL,
     PRECONFIRM,
     VoteBook,
     decode_preconfirm_payload,
-    preconfirm_payload,
     split_round,
-    wire_round,
 )
 from node.consensus.engine import (
     BlockValidator,
@@ -111,35 +75,13 @@ from node.consensus.messages import EngineId, Kind, SignedMessage, Signer
 from node.consensus.types import ZERO_HASH, Address, Hash32, ValidatorSet
 from node.errors import StorageError
 
+__all__ = ["DposConfig", "DposEngine"]
+
 #: Most committed blocks buffered from catch-up answers ahead of the final height.
 _DELIVERY_BUFFER = 64
 
 
-@dataclass(frozen=True)
-class DposConfig:
-    """Parameters of the DPoS engine (all times in ticks)."""
-
-    chain_id: int
-    slot_ticks: int = 10  # ticks per producer slot
-    blocks_per_slot: int = 1  # blocks a producer may chain within its slot
-    epoch_length: int = 64  # heights per epoch (committee term)
-    confirm_timeout: int = 40  # ticks of a confirmation round (grows to 2x with rounds)
-    slot_window: int = 3  # accept blocks at most this many slots ahead of the local slot
-    max_lag: int = 8  # produce/pre-confirm at most this many heights above the final one
-
-    def __post_init__(self) -> None:
-        for name in ("slot_ticks", "blocks_per_slot", "epoch_length", "confirm_timeout"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} >= 1")
-        if self.slot_window < 0 or self.max_lag < 1:
-            raise ValueError("slot_window >= 0 and max_lag >= 1")
-
-    def round_timeout(self, round_: int) -> int:
-        """Ticks of confirmation round ``round_``: +25% per round, capped at 2x."""
-        return self.confirm_timeout + self.confirm_timeout * min(round_, 4) // 4
-
-
-class DposEngine:
+class DposEngine(ConfirmationRounds):
     """The DPoS engine (implements :class:`node.consensus.engine.Engine`).
 
     ``validators`` is the committee of the epoch of ``committed_height + 1``; later
@@ -176,8 +118,6 @@ class DposEngine:
         self._clock = SlotClock(
             config.slot_ticks, max(self._hard.slot, self._hard.last_block_slot, 0)
         )
-        self._round = 0
-        self._round_elapsed = 0
         self._slot_run = (-1, 0)  # (slot, blocks this process produced in it)
         self._request: ProposalRequest | None = None
         self._requested: tuple[int, int] | None = None  # (slot, height) last asked for
@@ -188,23 +128,23 @@ class DposEngine:
         self._behind: tuple[int, Address | None] | None = None  # (final height seen, peer)
         self._behind_wait = 0
         self._sync_asked: tuple[int, int] = (-1, 0)  # (from_height, ticks until re-ask)
-        self._relay_due = False
         self._evidence_total = 0
         self._out: list[Outbound] = []
         self._committed: list[CommittedBlock] = []
         self._evidence: list[EquivocationEvidence] = []
         self._propose_out: ProposalRequest | None = None
         self._sync_out: list[SyncRequest] = []
-        self._enter_height()
+        self._init_rounds()
         self._drive()
 
     @staticmethod
     def _load_hard_state(data: bytes | None, committed_height: int, max_lag: int) -> HardState:
         if data is None:
+            if committed_height == 0:
+                return HardState()
             # Above genesis, no hard state means it was lost (a first start persists one
-            # at once): sign nothing where the lost incarnation may have signed.
-            guard = committed_height + 2 * max_lag + 1 if committed_height > 0 else 0
-            return HardState(guard=guard)
+            # at once): see "Lost hard state" in node.consensus.dpos_state.
+            return HardState(guard=committed_height + max_lag + 1, taint=committed_height + 1)
         try:
             return HardState.decode(data)
         except ValueError as exc:
@@ -428,7 +368,8 @@ class DposEngine:
         assert committee is not None  # admitted, so inside the resolved window
         if self._votes.add(msg, committee.quorum) and phase == PRECONFIRM:
             self._tree.invalidate()
-        if phase == CONFIRM and msg.height > self._final_height + 1:
+        if msg.height > self._final_height + 1:
+            # Votes are cast at the active height only: the signer has ``height - 1`` final.
             self._note_behind(msg.height - 1, msg.signer)
 
     def _help_laggard(self, msg: SignedMessage, round_: int, phase: int) -> None:
@@ -481,20 +422,6 @@ class DposEngine:
         if self._propose_out is not None and self._propose_out.round != self._clock.slot:
             self._propose_out = None
 
-    def _tick_round(self) -> None:
-        h = self._final_height + 1
-        lock = self._hard.lock
-        if not self._tree.children(self._final_hash) and not (lock and lock.height == h):
-            return  # nothing to confirm: the round clock waits for a block
-        self._round_elapsed += 1
-        if self._round_elapsed >= self.config.round_timeout(self._round):
-            self._enter_round(self._round + 1)
-            self._relay_due = True
-
-    def _enter_round(self, round_: int) -> None:
-        self._round = round_
-        self._round_elapsed = 0
-
     def _tick_catch_up(self) -> None:
         from_height, wait = self._sync_asked
         if wait > 0:
@@ -520,8 +447,10 @@ class DposEngine:
         """Ask for committed blocks from our next height (not twice in a short while)."""
         from_height = self._final_height + 1
         asked, wait = self._sync_asked
-        if asked == from_height and wait > 0:
-            return
+        if asked == from_height:
+            if wait > 0:
+                return
+            peer = None  # the peer asked last time did not help: let the host pick another
         self._sync_asked = (from_height, self.config.confirm_timeout // 2)
         self._sync_out.append(SyncRequest(from_height, peer))
 
@@ -531,15 +460,11 @@ class DposEngine:
         """Apply every rule until nothing changes, then produce and relay."""
         while True:
             changed = self._finalize()
-            changed = self._join_higher_round() or changed
+            changed = self._follow_rounds() or changed
             changed = self._confirm_active() or changed
-            changed = self._preconfirm_ahead() or changed
             if not changed:
                 break
         self._produce()
-        if self._relay_due:
-            self._relay_due = False
-            self._relay()
 
     def _head_chain(self) -> list[BlockNode]:
         return self._tree.best_chain(self._votes.pol_round)
@@ -619,155 +544,6 @@ class DposEngine:
         self._enter_height()
         self._settle()
 
-    def _enter_height(self) -> None:
-        """Start confirming ``final + 1``: round 0, unless a vote we hold says otherwise."""
-        h = self._final_height + 1
-        self._round, self._round_elapsed = 0, 0
-        mine = self._hard.preconfirmed(h)
-        if mine is not None:
-            node = self._tree.get(mine.hash)
-            stale = node is None or node.parent != self._final_hash
-            # A pipelined vote for a block off the final chain can never help: move past it.
-            self._round = mine.round + 1 if stale else mine.round
-        lock = self._hard.lock
-        if lock is not None and lock.height == h:
-            self._round = max(self._round, lock.round)
-
-    def _join_higher_round(self) -> bool:
-        h = self._final_height + 1
-        committee = self._committees.at(h)
-        if committee is None:
-            return False
-        higher = self._votes.highest_round_with(h, self._round, committee.weak_quorum)
-        if higher is None:
-            return False
-        self._enter_round(higher)
-        return True
-
-    def _member_at(self, height: int) -> ValidatorSet | None:
-        committee = self._committees.at(height)
-        return committee if committee is not None and self._me in committee else None
-
-    def _confirm_active(self) -> bool:
-        """Pre-confirm and confirm at the active height in the current round."""
-        h, r = self._final_height + 1, self._round
-        if self._member_at(h) is None:
-            return False
-        mine = self._hard.preconfirmed(h)
-        if mine is None or mine.round < r:
-            target = self._round_target(h, r)
-            if target is not None and self._hard.may_preconfirm(h, r, target):
-                self._sign_vote(h, r, PRECONFIRM, target)
-                if r > 0:
-                    self._relay_support(h, target)
-                return True
-        lock = self._hard.lock
-        if lock is not None and (lock.height, lock.round) >= (h, r):
-            return False
-        for block_hash in sorted(self._votes.pols_at(h, r)):
-            node = self._tree.get(block_hash)
-            if node is None or node.parent != self._final_hash:
-                continue  # never confirm a block we have not validated
-            if self._hard.may_confirm(h, r, block_hash):
-                self._sign_vote(h, r, CONFIRM, block_hash)
-                return True
-        return False
-
-    def round_leader(self, height: int, round_: int) -> Address | None:
-        """Who picks the block of confirmation round ``round_ >= 1`` at ``height``."""
-        committee = self._committees.at(height)
-        return None if committee is None else committee.member_at(height + round_)
-
-    def _round_target(self, h: int, r: int) -> Hash32 | None:
-        """What to pre-confirm at ``(h, r)``.
-
-        Round 0 takes the delegate's own fork choice (the producer's block, normally
-        the only candidate). Fork choices can differ when delegates hold different
-        branches (after a partition, or a producer's equivocation), so from round 1 on
-        the round leader's pre-confirm decides, as Tendermint's proposal does; the
-        leader sends the block and its POL along. A delegate without the leader's vote
-        or block waits (the round times out if the leader is faulty).
-        """
-        leader = self.round_leader(h, r)
-        if r == 0 or leader == self._me:
-            return self._preconfirm_target(h)
-        if leader is None:
-            return None
-        proposal = self._votes.vote_of(h, r, PRECONFIRM, leader)
-        node = self._tree.get(proposal) if proposal is not None else None
-        if node is None or node.parent != self._final_hash:
-            return None
-        return self._allowed_by_lock(h, node.hash)
-
-    def _preconfirm_target(self, h: int) -> Hash32 | None:
-        """Own fork choice at ``h``, unless our lock forbids it."""
-        chain = self._head_chain()
-        return self._allowed_by_lock(h, chain[0].hash if chain else None)
-
-    def _allowed_by_lock(self, h: int, target: Hash32 | None) -> Hash32 | None:
-        """Tendermint's unlock rule: leave a lock only for a block with a later POL."""
-        lock = self._hard.lock
-        if lock is None or lock.height != h or target == lock.hash:
-            return target
-        if target is None or self._votes.pol_round(target) <= lock.round:
-            return lock.hash
-        return target
-
-    def _relay_support(self, h: int, target: Hash32) -> None:
-        """Send the block we pre-confirm and its POL, so others can follow us."""
-        node = self._tree.get(target)
-        if node is not None and node.message is not None:
-            self._out.append(Outbound(None, node.message))
-        pol = self._votes.pol_round(target)
-        if pol >= 0:
-            for vote in self._votes.votes(h, pol, PRECONFIRM, target):
-                if vote.signer != self._me:
-                    self._out.append(Outbound(None, vote))
-
-    def _preconfirm_ahead(self) -> bool:
-        """Pipelining: pre-confirm (round 0) the fork-choice chain above the active height."""
-        for node in self._head_chain()[1:]:
-            h = node.height
-            if h > self._final_height + self.config.max_lag or self._member_at(h) is None:
-                return False
-            below = self._hard.preconfirmed(h - 1)
-            if below is None or below.hash != node.parent:
-                return False
-            mine = self._hard.preconfirmed(h)
-            if mine is not None:
-                if mine.hash == node.hash:
-                    continue
-                return False
-            if not self._hard.may_preconfirm(h, 0, node.hash):
-                return False
-            self._sign_vote(h, 0, PRECONFIRM, node.hash)
-            return True
-        return False
-
-    def _sign_vote(self, height: int, round_: int, phase: int, block_hash: Hash32) -> None:
-        committee = self._committees.at(height)
-        assert committee is not None
-        vote = Vote(height, round_, block_hash)
-        if phase == PRECONFIRM:
-            payload = preconfirm_payload(self._clock.slot)
-            self._hard.preconfirms[height] = vote
-        else:
-            payload = b""
-            self._hard.lock = vote
-        msg = self._signer.sign(
-            self.config.chain_id,
-            EngineId.DPOS,
-            Kind.CONFIRM,
-            height,
-            wire_round(round_, phase),
-            block_hash,
-            payload,
-        )
-        self._dirty = True
-        self._out.append(Outbound(None, msg))
-        if self._votes.add(msg, committee.quorum) and phase == PRECONFIRM:
-            self._tree.invalidate()
-
     def _produce(self) -> None:
         """Ask the host for a block if this is our slot and we may sign one."""
         if self._request is not None:
@@ -794,28 +570,17 @@ class DposEngine:
         self._propose_out = self._request
         self._requested = (slot, height)
 
-    def _relay(self) -> None:
-        """A round timed out: re-send what the next round leader may lack."""
-        h = self._final_height + 1
-        lock = self._hard.lock
-        if lock is not None and lock.height == h:
-            self._relay_support(h, lock.hash)
-            return
-        mine = self._hard.preconfirmed(h)
-        if mine is not None:
-            self._relay_support(h, mine.hash)
-
 
 def _well_formed(msg: SignedMessage) -> bool:
     """Kind-specific shape: a digest, and the body each kind and phase requires."""
-    if len(msg.digest) != 32:
-        return False
     if msg.kind == Kind.BLOCK:
-        return bool(msg.payload)
+        return len(msg.digest) == 32 and bool(msg.payload)
     if msg.kind != Kind.CONFIRM:
         return False
     if split_round(msg.round)[1] == CONFIRM:
-        return not msg.payload
+        return len(msg.digest) == 32 and not msg.payload
+    if msg.digest != NIL and len(msg.digest) != 32:
+        return False
     try:
         decode_preconfirm_payload(msg.payload)
     except ValueError:

@@ -28,7 +28,9 @@ simulator skews them) and restart from the persisted slot after a crash. Delegat
 announce their slot in every block (its round) and every pre-confirm (its payload). A
 delegate moves its clock *forward* to the ``(f+1)``-th highest slot announced by the other
 members: at least one honest delegate is that far, so Byzantine announcements alone never
-drag an honest clock anywhere. Clocks never move backward.
+drag an honest clock anywhere. Clocks never move backward; a clock ahead of that
+reference runs at half speed until the others catch up, so a fast clock cannot run away
+from the committee (and out of everyone's slot window) for ever.
 """
 
 from __future__ import annotations
@@ -122,9 +124,15 @@ class SlotClock:
         self.slot = slot
         self.ticks_in_slot = 0
         self._claims: dict[Address, int] = {}
+        self._reference: int | None = None
+        self._skip = False
 
     def tick(self) -> bool:
         """One tick; True when it ended the current slot (and started the next)."""
+        if self._reference is not None and self.slot > self._reference:
+            self._skip = not self._skip
+            if self._skip:
+                return False  # ahead of the committee: half speed
         self.ticks_in_slot += 1
         if self.ticks_in_slot < self.slot_ticks:
             return False
@@ -147,8 +155,12 @@ class SlotClock:
             reverse=True,
         )
         k = committee.weak_quorum
-        if len(claims) < k or claims[k - 1] <= self.slot:
+        if len(claims) < k:
+            self._reference = None
             return False
-        self.slot = claims[k - 1]
+        self._reference = claims[k - 1]
+        if self._reference <= self.slot:
+            return False
+        self.slot = self._reference
         self.ticks_in_slot = 0
         return True

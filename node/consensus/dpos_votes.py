@@ -26,7 +26,11 @@ Why this encoding is sound:
 :class:`VoteBook` keeps the verified votes of the heights still in play: per
 ``(height, round, phase)`` the first vote of each signer per digest, the highest round in
 which each block had a pre-confirm quorum (its *POL round*, after Tendermint's
-proof-of-lock), and which ``(height, round)`` reached a confirm quorum.
+proof-of-lock), which ``(height, round)`` reached a confirm quorum, and the highest round
+each delegate voted in (for round synchronisation).
+
+A pre-confirm with an empty digest is a *nil* pre-confirm ("no block this round"): it
+counts as taking part in the round, never towards a POL. Confirms are never nil.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ PRECONFIRM = 0
 
 CONFIRM = 1
 """Phase 1: the certificate vote (Tendermint's precommit)."""
+
+NIL = Hash32(b"")
+"""Digest of a nil pre-confirm."""
 
 NO_POL = -1
 """POL round of a block that never had a pre-confirm quorum."""
@@ -85,7 +92,9 @@ class VoteBook:
     def __init__(self) -> None:
         self._votes: dict[VoteKey, dict[Hash32, dict[Address, SignedMessage]]] = {}
         self._first: dict[VoteKey, dict[Address, Hash32]] = {}
+        self._two_faced: set[tuple[VoteKey, Address]] = set()
         self._signers: dict[tuple[int, int], set[Address]] = {}
+        self._latest: dict[int, dict[Address, int]] = {}
         self._pol: dict[Hash32, int] = {}
         self._pol_at: dict[tuple[int, int], list[Hash32]] = {}
         self._certified: dict[int, list[tuple[int, Hash32]]] = {}
@@ -104,9 +113,12 @@ class VoteBook:
         if msg.signer in voters:
             return False
         voters[msg.signer] = msg
-        self._first.setdefault(key, {}).setdefault(msg.signer, msg.digest)
+        if self._first.setdefault(key, {}).setdefault(msg.signer, msg.digest) != msg.digest:
+            self._two_faced.add((key, msg.signer))
         self._signers.setdefault((msg.height, round_), set()).add(msg.signer)
-        if len(voters) != quorum:
+        latest = self._latest.setdefault(msg.height, {})
+        latest[msg.signer] = max(latest.get(msg.signer, round_), round_)
+        if len(voters) != quorum or msg.digest == NIL:
             return False
         if phase == PRECONFIRM:
             self._pol[msg.digest] = max(self._pol.get(msg.digest, NO_POL), round_)
@@ -132,6 +144,10 @@ class VoteBook:
         """The first digest ``signer`` voted for at ``(height, round_, phase)``, if any."""
         return self._first.get((height, round_, phase), {}).get(signer)
 
+    def equivocated(self, height: int, round_: int, phase: int, signer: Address) -> bool:
+        """True if ``signer`` voted for two digests at ``(height, round_, phase)``."""
+        return ((height, round_, phase), signer) in self._two_faced
+
     def certificate(self, height: int) -> CommitCertificate | None:
         """A commit certificate for ``height`` if some round reached a confirm quorum.
 
@@ -148,6 +164,14 @@ class VoteBook:
         """Distinct delegates that sent any vote at ``(height, round_)``."""
         return len(self._signers.get((height, round_), ()))
 
+    def signers_from(self, height: int, round_: int) -> int:
+        """Distinct delegates that voted at ``height`` in ``round_`` or a later round."""
+        return sum(1 for r in self._latest.get(height, {}).values() if r >= round_)
+
+    def max_round(self, height: int) -> int:
+        """Highest round anyone voted in at ``height`` (-1 if nobody did)."""
+        return max(self._latest.get(height, {}).values(), default=-1)
+
     def highest_round_with(self, height: int, above: int, count: int) -> int | None:
         """Highest round > ``above`` at ``height`` in which ``count`` delegates voted."""
         best: int | None = None
@@ -163,8 +187,11 @@ class VoteBook:
                 self._pol.pop(digest, None)
             del self._votes[key]
             self._first.pop(key, None)
+        self._two_faced = {x for x in self._two_faced if x[0][0] >= height}
         for sk in [k for k in self._signers if k[0] < height]:
             del self._signers[sk]
+        for h in [h for h in self._latest if h < height]:
+            del self._latest[h]
         for pk in [k for k in self._pol_at if k[0] < height]:
             del self._pol_at[pk]
         for h in [h for h in self._certified if h < height]:
