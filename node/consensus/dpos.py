@@ -532,7 +532,8 @@ class DposEngine(ConfirmationRounds):
         self._committed.append(CommittedBlock(h, block_hash, payload, cert))
         self._final_height, self._final_hash = h, block_hash
         self._recent[h] = (cert, message)
-        self._tree.finalize(block_hash, h)
+        for _ in range(self._tree.finalize(block_hash, h)):
+            self._filter.drop(DropReason.INVALID)  # a block that never validated
         self._votes.forget_below(h + 1)
         self._hard.forget_below(h + 1)
         low = self._low()

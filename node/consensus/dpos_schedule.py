@@ -28,9 +28,9 @@ simulator skews them) and restart from the persisted slot after a crash. Delegat
 announce their slot in every block (its round) and every pre-confirm (its payload). A
 delegate moves its clock *forward* to the ``(f+1)``-th highest slot announced by the other
 members: at least one honest delegate is that far, so Byzantine announcements alone never
-drag an honest clock anywhere. Clocks never move backward; a clock ahead of that
-reference runs at half speed until the others catch up, so a fast clock cannot run away
-from the committee (and out of everyone's slot window) for ever.
+drag an honest clock anywhere. Clocks never move backward; a clock more than one slot
+ahead of that reference runs at half speed until the others catch up, so a fast clock
+cannot run away from the committee (and out of everyone's slot window) for ever.
 """
 
 from __future__ import annotations
@@ -129,10 +129,13 @@ class SlotClock:
 
     def tick(self) -> bool:
         """One tick; True when it ended the current slot (and started the next)."""
-        if self._reference is not None and self.slot > self._reference:
+        # More than a slot ahead of the committee: half speed. (One slot ahead is normal:
+        # nobody announces a slot before signing in it, and a silent producer's slot
+        # sees no signature at all.)
+        if self._reference is not None and self.slot > self._reference + 1:
             self._skip = not self._skip
             if self._skip:
-                return False  # ahead of the committee: half speed
+                return False
         self.ticks_in_slot += 1
         if self.ticks_in_slot < self.slot_ticks:
             return False

@@ -8,7 +8,8 @@ BLOCK message and goes through two gates before it joins the tree:
 
 1. *validation* by the injected :data:`BlockValidator` — which may answer "no" merely
    because the host lacks the parent yet, so a block that fails is kept *pending* and
-   retried whenever the tree changes, until its height is final;
+   retried whenever the tree changes, until its height is final (then it is counted as
+   invalid: it never validated);
 2. *linkage*: its parent is in the tree, its height is the parent's plus one, and its slot
    is later than the parent's (or the same slot, by the same producer, for at most
    ``blocks_per_slot`` blocks in a row). A block that breaks a linkage rule is rejected
@@ -159,8 +160,11 @@ class BlockTree:
         same_run = slot == parent.slot and producer == parent.producer
         return parent.run + 1 if same_run and parent.run < self.blocks_per_slot else None
 
-    def finalize(self, block_hash: Hash32, height: int) -> None:
-        """Make ``block_hash`` (at ``height``) the root; drop everything not below it."""
+    def finalize(self, block_hash: Hash32, height: int) -> int:
+        """Make ``block_hash`` (at ``height``) the root; drop everything not below it.
+
+        Returns how many pending blocks were dropped without ever having validated.
+        """
         node = self._nodes.get(block_hash)
         if node is None:
             node = BlockNode(block_hash, ZERO_HASH, height, UNKNOWN_SLOT, None, 0, None)
@@ -176,8 +180,12 @@ class BlockTree:
         self._children = {h: cs for h, cs in self._children.items() if h in keep}
         self._nodes = keep
         self.root = node
+        never_valid = sum(
+            1 for p in self._pending.values() if p.message.height <= height and p.info is None
+        )
         self._pending = {d: p for d, p in self._pending.items() if p.message.height > height}
         self._best = None
+        return never_valid
 
     def invalidate(self) -> None:
         """Votes changed: recompute the fork choice on the next query."""
