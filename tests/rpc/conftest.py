@@ -188,3 +188,30 @@ def w3(server: LiveServer, token: str) -> Web3:
         server.url, request_kwargs={"headers": {"Authorization": f"Bearer {token}"}}
     )
     return Web3(provider)
+
+
+def register_dataset(node: LocalNodeView, account: Key, label: str) -> bytes:
+    """Submit ``ModelRegistry.registerDataset`` (it emits DatasetRegistered) and commit
+    it; returns the transaction hash."""
+    from eth_abi.abi import encode as abi_encode
+
+    selector = keccak(b"registerDataset(string,bytes32,uint256,string,bytes32)")[:4]
+    digest = keccak(label.encode())
+    args = abi_encode(
+        ["string", "bytes32", "uint256", "string", "bytes32"],
+        [label, digest, 1, "text/plain", digest],
+    )
+    tx = {
+        "to": "0x0000000000000000000000000000000000007c02",
+        "data": selector + args,
+        "gas": 1_000_000,
+        "maxFeePerGas": 0,
+        "maxPriorityFeePerGas": 0,
+        "nonce": node.next_nonce(account.raw_address),  # type: ignore[arg-type]
+        "chainId": CHAIN_ID,
+        "type": 2,
+    }
+    signed = Account.sign_transaction(tx, account.private)
+    tx_hash = node.submit_transaction(bytes(signed.raw_transaction))
+    node.produce_block()
+    return bytes(tx_hash)
