@@ -65,6 +65,8 @@ __all__ = [
 
 #: BLOCKHASH reaches this many ancestors back (the EVM rule).
 _BLOCKHASH_DEPTH: Final = 256
+#: Committed state nodes kept in memory (~100-500 bytes each).
+_NODE_CACHE_ENTRIES: Final = 100_000
 #: Selector and encoding of ``Error(string)`` revert data.
 _ERROR_SELECTOR: Final = bytes.fromhex("08c379a0")
 _ROLES_OF: Final = keccak(b"rolesOf(address)")[:4]
@@ -144,6 +146,7 @@ class Executor:
         self._max_pending = max_pending
         self._pending: dict[Hash32, ExecutionResult] = {}
         self._pending_nodes: dict[bytes, bytes] = {}
+        self._node_cache: dict[bytes, bytes] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ building / validating
@@ -151,15 +154,17 @@ class Executor:
     def build_block(
         self,
         parent: Header,
-        transactions: Iterable[bytes],
+        transactions: Iterable[bytes | SignedTx],
         *,
         timestamp: int,
         proposer: Address,
         epoch: int,
         validator_set_hash: Hash32,
     ) -> ExecutionResult:
-        """Build an unsealed block on ``parent`` from raw transactions, in order.
+        """Build an unsealed block on ``parent`` from transactions, in order.
 
+        ``transactions`` are raw signed bytes, or already decoded :class:`SignedTx`
+        (the mempool's, which skips decoding and sender recovery a second time).
         Transactions that cannot be included (malformed, bad nonce, over the remaining
         block gas...) are skipped and listed in ``rejected``; reverting ones are included.
         """
@@ -170,7 +175,11 @@ class Executor:
             raise InvalidInput(f"epoch {epoch} is before the parent's {parent.epoch}")
         decoded: list[SignedTx] = []
         rejected: list[tuple[Hash32, str]] = []
-        for raw in transactions:
+        for item in transactions:
+            if isinstance(item, SignedTx) and item.evm.chain_id == self.chain_id:
+                decoded.append(item)
+                continue
+            raw = item.raw if isinstance(item, SignedTx) else item
             try:
                 decoded.append(decode_transaction(raw, self.chain_id))
             except InvalidTransaction as exc:
@@ -205,11 +214,15 @@ class Executor:
         self._remember(result)
         return result
 
-    def validate_block(self, block: Block) -> ExecutionResult:
+    def validate_block(
+        self, block: Block, *, known: Callable[[Hash32], SignedTx | None] | None = None
+    ) -> ExecutionResult:
         """Re-execute a received block; InvalidBlock names the first field that is wrong.
 
         The parent must be committed or pending. The seal is not checked here (see
-        :meth:`commit` and :meth:`import_block`).
+        :meth:`commit` and :meth:`import_block`). ``known`` looks up already decoded
+        transactions by hash (the mempool's ``get``): a hash is ``keccak(raw)``, so a
+        hit is the same bytes, already checked, and decoding is skipped.
         """
         header = block.header
         parent = self.header_by_hash(header.parent_hash)
@@ -223,6 +236,10 @@ class Executor:
             raise _mismatch(header, "transactions_root", header.transactions_root, computed_tx_root)
         decoded = []
         for i, raw in enumerate(block.transactions):
+            hit = known(block.tx_hashes[i]) if known is not None else None
+            if hit is not None and hit.evm.chain_id == self.chain_id:
+                decoded.append(hit)
+                continue
             try:
                 decoded.append(decode_transaction(raw, self.chain_id))
             except InvalidTransaction as exc:
@@ -400,8 +417,16 @@ class Executor:
             )
 
     def _node(self, key: bytes) -> bytes | None:
-        value = self._pending_nodes.get(key)
-        return value if value is not None else self.store.state_node(key)
+        value = self._pending_nodes.get(key) or self._node_cache.get(key)
+        if value is None:
+            value = self.store.state_node(key)
+            if value is not None:
+                # Committed nodes never change (content-addressed), so caching them is
+                # safe; the upper trie levels are read by nearly every account access.
+                if len(self._node_cache) >= _NODE_CACHE_ENTRIES:
+                    del self._node_cache[next(iter(self._node_cache))]  # oldest first
+                self._node_cache[key] = value
+        return value
 
     def _ancestor_hashes(self, parent: Header) -> Iterator[Hash32]:
         """Hashes of ``parent`` and its ancestors, newest first (lazy: BLOCKHASH only)."""

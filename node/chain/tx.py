@@ -24,6 +24,7 @@ from typing import Final
 import coincurve
 import rlp
 from eth.abc import SignedTransactionAPI
+from eth.exceptions import PyEVMError
 from eth.vm.forks.prague import PragueVM
 from eth_hash.auto import keccak
 from eth_keys.exceptions import BadSignature
@@ -51,6 +52,7 @@ _FLOOR_PER_TOKEN: Final = 10
 # decode_transaction is a bug on our side, and the fuzz tests are there to find it.
 _DECODE_ERRORS = (
     rlp.exceptions.RLPException,
+    PyEVMError,
     ValidationError,
     BadSignature,
     ValueError,
@@ -88,12 +90,17 @@ def decode_transaction(raw: bytes, chain_id: int, *, max_bytes: int = MAX_TX_BYT
         raise InvalidTransaction("empty transaction")
     if len(raw) > max_bytes:
         raise InvalidTransaction(f"transaction is {len(raw)} bytes, limit is {max_bytes}")
-    tx_type = raw[0] if raw[0] < 0x80 else 0
-    if tx_type not in ALLOWED_TX_TYPES:
-        raise InvalidTransaction(f"unsupported transaction type {tx_type}")
+    if raw[0] >= 0xC0:  # an RLP list: a legacy transaction
+        tx_type = 0
+    elif raw[0] <= 0x7F:  # an EIP-2718 envelope: type byte, then the payload
+        tx_type = raw[0]
+        if tx_type not in ALLOWED_TX_TYPES or tx_type == 0:
+            raise InvalidTransaction(f"unsupported transaction type {tx_type}")
+    else:
+        raise InvalidTransaction("malformed transaction: neither an RLP list nor a typed envelope")
     try:
         tx = _TX_BUILDER.decode(raw)
-        canonical = tx.encode()
+        canonical = _fresh_encoding(tx, tx_type)
     except _DECODE_ERRORS as exc:
         raise InvalidTransaction(f"malformed transaction: {exc}") from exc
     if canonical != raw:
@@ -110,6 +117,20 @@ def decode_transaction(raw: bytes, chain_id: int, *, max_bytes: int = MAX_TX_BYT
         to=Address(tx.to) if tx.to else None,
         evm=_pin_sender(tx, sender),
     )
+
+
+def _fresh_encoding(tx: SignedTransactionAPI, tx_type: int) -> bytes:
+    """Encode ``tx`` again from its field values.
+
+    Not ``tx.encode()``: pyrlp caches the bytes an object was decoded from and hands
+    them back. And the check matters: pyrlp's integer sedes reads an empty *list* as 0,
+    so a signed transaction can be re-wrapped under another hash (nonce 0 written as
+    ``0xc0`` instead of ``0x80``) and py-evm would still accept it.
+    """
+    if tx_type == 0:
+        return bytes(rlp.encode(tx.copy()))
+    inner = tx._inner  # type: ignore[attr-defined]  # TypedTransaction's payload
+    return bytes([tx_type]) + bytes(rlp.encode(inner.copy()))
 
 
 def _check_fields(tx: SignedTransactionAPI, chain_id: int) -> None:
