@@ -36,6 +36,10 @@ class Key:
     def hex(self) -> str:
         return "0x" + self.address.hex()
 
+    @property
+    def checksum(self) -> str:
+        return to_checksum_address(self.address)
+
 
 def key(label: str) -> Key:
     """The test key named ``label`` (same in every process)."""

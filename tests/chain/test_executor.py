@@ -37,6 +37,16 @@ from tests.chain.helpers import (
     transfer,
 )
 
+
+def zero_nonce_as_empty_list(raw: bytes) -> bytes:
+    """Same signature, another hash: nonce 0 re-encoded as an empty RLP list."""
+    import rlp
+
+    fields = rlp.decode(raw[1:])
+    fields[1] = []
+    return raw[:1] + rlp.encode(fields)
+
+
 COUNTER_SOURCE = """#pragma version ~=0.4.3
 event Bumped:
     who: indexed(address)
@@ -167,6 +177,7 @@ def test_header_field_errors_are_named(
         (lambda: transfer(OUTSIDER, 0, SENDERS[0], 10**30), "insufficient|balance"),
         (lambda: transfer(SENDERS[0], 0, OUTSIDER, gas=GAS_LIMIT + 1), "exceeds the block"),
         (lambda: b"\x02\xc0", "malformed transaction"),
+        (lambda: zero_nonce_as_empty_list(transfer(SENDERS[0], 0, OUTSIDER)), "non-canonical"),
         (lambda: b"\x03" + transfer(SENDERS[0], 0, OUTSIDER)[1:], "unsupported transaction type 3"),
     ],
 )
