@@ -21,6 +21,7 @@ import uvicorn
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_hash.auto import keccak
+from eth_typing import Address, ChecksumAddress
 from web3 import Web3
 
 from node.auth import AuthService
@@ -41,14 +42,14 @@ class Key:
     private: bytes
 
     @property
-    def address(self) -> str:
+    def address(self) -> ChecksumAddress:
         """Checksummed address."""
-        return str(Account.from_key(self.private).address)
+        return ChecksumAddress(Account.from_key(self.private).address)
 
     @property
-    def raw_address(self) -> bytes:
+    def raw_address(self) -> Address:
         """20-byte address."""
-        return bytes.fromhex(self.address[2:])
+        return Address(bytes.fromhex(self.address[2:]))
 
 
 def key(label: str) -> Key:
@@ -207,7 +208,7 @@ def register_dataset(node: LocalNodeView, account: Key, label: str) -> bytes:
         "gas": 1_000_000,
         "maxFeePerGas": 0,
         "maxPriorityFeePerGas": 0,
-        "nonce": node.next_nonce(account.raw_address),  # type: ignore[arg-type]
+        "nonce": node.next_nonce(account.raw_address),
         "chainId": CHAIN_ID,
         "type": 2,
     }

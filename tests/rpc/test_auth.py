@@ -13,7 +13,7 @@ from node.auth import MAX_CHALLENGES_PER_ADDRESS, AuthService, bearer_token
 from node.errors import Forbidden, InvalidInput, Unauthorized
 from tests.rpc.conftest import AUDITOR, CHAIN_ID, OUTSIDER, PUBLISHER, Key
 
-ROLES = {PUBLISHER.raw_address: 12, AUDITOR.raw_address: 16}
+ROLES: dict[bytes, int] = {PUBLISHER.raw_address: 12, AUDITOR.raw_address: 16}
 
 
 class Clock:

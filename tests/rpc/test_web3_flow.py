@@ -7,24 +7,30 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from contracts import MEMBERSHIP_ADDRESS, MODEL_REGISTRY_ADDRESS, Role, load_artifact
+from contracts import MEMBERSHIP_ADDRESS as MEMBERSHIP_HEX
+from contracts import MODEL_REGISTRY_ADDRESS as REGISTRY_HEX
+from contracts import Role, load_artifact
 from node.rpc.local import LocalNodeView
 from tests.rpc.conftest import ADMIN, AUDITOR, CHAIN_ID, NODE_NAME, OUTSIDER, PUBLISHER, Key
+
+MEMBERSHIP_ADDRESS = Web3.to_checksum_address(MEMBERSHIP_HEX)
+MODEL_REGISTRY_ADDRESS = Web3.to_checksum_address(REGISTRY_HEX)
 
 
 def registry(w3: Web3) -> Any:
     """The ModelRegistry contract object."""
     abi = list(load_artifact("ModelRegistry").abi)
-    return w3.eth.contract(address=Web3.to_checksum_address(MODEL_REGISTRY_ADDRESS), abi=abi)
+    return w3.eth.contract(address=MODEL_REGISTRY_ADDRESS, abi=abi)
 
 
 def membership(w3: Web3) -> Any:
     """The Membership contract object."""
     abi = list(load_artifact("Membership").abi)
-    return w3.eth.contract(address=Web3.to_checksum_address(MEMBERSHIP_ADDRESS), abi=abi)
+    return w3.eth.contract(address=MEMBERSHIP_ADDRESS, abi=abi)
 
 
 def send(w3: Web3, node: LocalNodeView, account: Key, call: Any, *, produce: bool = True) -> Any:
@@ -74,43 +80,45 @@ def test_signed_transaction_is_committed_and_its_event_found_by_filters(
             "radio-map", dataset, 4096, "application/x-safetensors", digest("meta")
         ),
     )
-    assert receipt.status == 1
+    assert receipt["status"] == 1
     assert receipt["from"] == PUBLISHER.address
-    assert receipt.to == Web3.to_checksum_address(MODEL_REGISTRY_ADDRESS)
+    assert receipt["to"] == MODEL_REGISTRY_ADDRESS
     (event,) = contract.events.DatasetRegistered().process_receipt(receipt)
     assert event.args.digest == dataset
     assert event.args.registrant == PUBLISHER.address
-    height = receipt.blockNumber
+    height = receipt["blockNumber"]
 
     # Logs by range + address + topic (indexed digest), by blockHash, and with OR-lists.
     by_range = contract.events.DatasetRegistered().get_logs(
         from_block=height, to_block=height, argument_filters={"digest": dataset}
     )
-    assert [log.transactionHash for log in by_range] == [receipt.transactionHash]
-    topic0 = receipt.logs[0].topics[0]
-    by_hash = w3.eth.get_logs({"blockHash": receipt.blockHash, "topics": [topic0]})
-    assert [log.logIndex for log in by_hash] == [receipt.logs[0].logIndex]
+    assert [log["transactionHash"] for log in by_range] == [receipt["transactionHash"]]
+    topic0 = receipt["logs"][0].topics[0]
+    by_hash = w3.eth.get_logs({"blockHash": receipt["blockHash"], "topics": [topic0]})
+    assert [log["logIndex"] for log in by_hash] == [receipt["logs"][0].logIndex]
     either = w3.eth.get_logs(
         {
             "fromBlock": 0,
             "toBlock": "latest",
             "address": [MODEL_REGISTRY_ADDRESS, MEMBERSHIP_ADDRESS],
             "topics": [
-                [topic0, b"\x11" * 32],
+                [topic0, HexBytes(b"\x11" * 32)],
                 None,
                 None,
                 "0x" + "00" * 12 + PUBLISHER.address[2:],
             ],
         }
     )
-    assert receipt.transactionHash in [log.transactionHash for log in either]
-    none = w3.eth.get_logs({"fromBlock": height, "toBlock": height, "topics": [b"\x22" * 32]})
+    assert receipt["transactionHash"] in [log["transactionHash"] for log in either]
+    none = w3.eth.get_logs(
+        {"fromBlock": height, "toBlock": height, "topics": [HexBytes(b"\x22" * 32)]}
+    )
     assert none == []
 
     # The committed transaction as web3 sees it.
-    tx = w3.eth.get_transaction(receipt.transactionHash)
-    assert tx.blockNumber == height and tx["from"] == PUBLISHER.address
-    assert tx.type == 2 and tx.gasPrice == 0 and tx.chainId == CHAIN_ID
+    tx = w3.eth.get_transaction(receipt["transactionHash"])
+    assert tx["blockNumber"] == height and tx["from"] == PUBLISHER.address
+    assert tx["type"] == 2 and tx["gasPrice"] == 0 and tx["chainId"] == CHAIN_ID
 
     # eth_call of a view, at the head and at the block before the registration.
     assert contract.functions.datasetIdByDigest(dataset).call() == event.args.dataset_id
@@ -120,37 +128,38 @@ def test_signed_transaction_is_committed_and_its_event_found_by_filters(
 def test_blocks_by_number_and_hash_agree_and_link(w3: Web3, node: LocalNodeView) -> None:
     node.produce_block()
     head = w3.eth.get_block("latest", full_transactions=True)
-    by_number = w3.eth.get_block(head.number)
-    by_hash = w3.eth.get_block(head.hash)
+    by_number = w3.eth.get_block(head["number"])
+    by_hash = w3.eth.get_block(head["hash"])
     assert by_number == by_hash
-    assert by_number.hash == head.hash
-    parent = w3.eth.get_block(head.number - 1)
-    assert head.parentHash == parent.hash
-    assert head.baseFeePerGas == 0 and head.difficulty == 0 and head.uncles == []
-    assert head.miner == Web3.to_checksum_address(node.signer.address)
-    assert w3.eth.get_block("earliest").number == 0
+    assert by_number["hash"] == head["hash"]
+    parent = w3.eth.get_block(head["number"] - 1)
+    assert head["parentHash"] == parent["hash"]
+    assert head["baseFeePerGas"] == 0 and head["difficulty"] == 0 and head["uncles"] == []
+    assert head["miner"] == Web3.to_checksum_address(node.signer.address)
+    assert w3.eth.get_block("earliest")["number"] == 0
     for tag in ("safe", "finalized", "pending"):
-        assert w3.eth.get_block(tag).number == head.number
-    assert w3.eth.block_number == head.number
+        assert w3.eth.get_block(tag)["number"] == head["number"]
+    assert w3.eth.block_number == head["number"]
 
 
 def test_state_reads_follow_blocks(w3: Web3, node: LocalNodeView) -> None:
     before = w3.eth.block_number
     balance = w3.eth.get_balance(OUTSIDER.address)
+    nonce = w3.eth.get_transaction_count(AUDITOR.address, "pending")
     transfer = {
         "to": OUTSIDER.address,
         "value": 12345,
         "gas": 21_000,
         "maxFeePerGas": 0,
         "maxPriorityFeePerGas": 0,
-        "nonce": w3.eth.get_transaction_count(AUDITOR.address, "pending"),
+        "nonce": nonce,
         "chainId": CHAIN_ID,
         "type": 2,
     }
     signed = Account.sign_transaction(transfer, AUDITOR.private)
     w3.eth.send_raw_transaction(signed.raw_transaction)
-    assert w3.eth.get_transaction_count(AUDITOR.address, "pending") == transfer["nonce"] + 1
-    assert w3.eth.get_transaction_count(AUDITOR.address) == transfer["nonce"]
+    assert w3.eth.get_transaction_count(AUDITOR.address, "pending") == nonce + 1
+    assert w3.eth.get_transaction_count(AUDITOR.address) == nonce
     node.produce_block()
     assert w3.eth.get_balance(OUTSIDER.address) == balance + 12345
     assert w3.eth.get_balance(OUTSIDER.address, block_identifier=before) == balance
@@ -202,16 +211,16 @@ def test_absent_objects_are_null_not_errors(w3: Web3) -> None:
     with pytest.raises(BlockNotFound):
         w3.eth.get_block(10**9)
     with pytest.raises(TransactionNotFound):
-        w3.eth.get_transaction_receipt(b"\x01" * 32)
+        w3.eth.get_transaction_receipt(HexBytes(b"\x01" * 32))
     with pytest.raises(TransactionNotFound):
-        w3.eth.get_transaction(b"\x01" * 32)
+        w3.eth.get_transaction(HexBytes(b"\x01" * 32))
 
 
 def test_fee_history_has_zero_base_fee_and_used_ratios(w3: Web3, node: LocalNodeView) -> None:
     node.produce_block()
     history = w3.eth.fee_history(3, "latest", [25.0, 75.0])
-    assert history.baseFeePerGas == [0, 0, 0, 0]
-    assert len(history.gasUsedRatio) == 3
-    assert all(0 <= ratio <= 1 for ratio in history.gasUsedRatio)
-    assert history.reward == [[0, 0]] * 3
-    assert history.oldestBlock == w3.eth.block_number - 2
+    assert history["baseFeePerGas"] == [0, 0, 0, 0]
+    assert len(history["gasUsedRatio"]) == 3
+    assert all(0 <= ratio <= 1 for ratio in history["gasUsedRatio"])
+    assert history["reward"] == [[0, 0]] * 3
+    assert history["oldestBlock"] == w3.eth.block_number - 2
