@@ -10,12 +10,14 @@ transaction's own signature and its sender's roles (checked by the mempool).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 from node.auth import AuthService, Principal
 from node.chain.block import Header
+from node.chain.executor import ExecutionReverted
 from node.chain.types import ZERO_ADDRESS, Address
 from node.errors import InvalidInput
 from node.rpc import params as p
@@ -330,6 +332,18 @@ def eth_get_storage_at(ctx: RpcContext, params: list[Any]) -> Any:
     return r.hexb(word.to_bytes(32, "big"))
 
 
+@contextmanager
+def _not_executable() -> Iterator[None]:
+    """A call the EVM refuses to start (value above the balance, gas above the block
+    limit...) is an execution error (-32000, as geth), not malformed params."""
+    try:
+        yield
+    except ExecutionReverted:
+        raise
+    except InvalidInput as exc:
+        raise RpcError(SERVER_ERROR, str(exc)) from exc
+
+
 def _state_overrides(params: list[Any]) -> None:
     if len(params) > 2 and params[2] not in (None, {}):
         raise invalid_params("state overrides are not supported")
@@ -342,9 +356,10 @@ def eth_call(ctx: RpcContext, params: list[Any]) -> Any:
     ref = p.block_ref(p.param(params, 1, "block", required=False), default="latest")
     _state_overrides(params)
     at = _header(ctx.view, ref)
-    output = ctx.view.call(
-        request.to, request.data, _sender(request), value=request.value, gas=request.gas, at=at
-    )
+    with _not_executable():
+        output = ctx.view.call(
+            request.to, request.data, _sender(request), value=request.value, gas=request.gas, at=at
+        )
     return r.hexb(output)
 
 
@@ -355,9 +370,10 @@ def eth_estimate_gas(ctx: RpcContext, params: list[Any]) -> Any:
     ref = p.block_ref(p.param(params, 1, "block", required=False), default="latest")
     _state_overrides(params)
     at = _header(ctx.view, ref)
-    gas = ctx.view.estimate_gas(
-        request.to, request.data, _sender(request), value=request.value, at=at
-    )
+    with _not_executable():
+        gas = ctx.view.estimate_gas(
+            request.to, request.data, _sender(request), value=request.value, at=at
+        )
     return r.hexq(gas)
 
 

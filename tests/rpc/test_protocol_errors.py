@@ -240,3 +240,10 @@ def test_state_at_unknown_block_is_header_not_found(server: LiveServer, token: s
     response = post(server, call("eth_getBalance", [PUBLISHER.address, "0x" + "f" * 12]), token)
     assert error_code(response) == -32000
     assert response.json()["error"]["message"] == "header not found"
+
+
+def test_unexecutable_call_is_a_server_error(server: LiveServer, token: str) -> None:
+    rich = {"from": OUTSIDER.address, "to": PUBLISHER.address, "value": hex(10**30)}
+    for method in ("eth_call", "eth_estimateGas"):
+        response = post(server, call(method, [rich]), token)
+        assert error_code(response) == -32000, response.json()
