@@ -105,13 +105,16 @@ class _Session:
 
     async def _subscription_request(self, message: str) -> str | None:
         """Answer eth_subscribe/eth_unsubscribe; None for anything else."""
+        if "_subscribe" not in message and "_unsubscribe" not in message:
+            return None  # most messages: skip parsing twice
         try:
             request = wire.load(message)
         except (ValueError, RecursionError):
             return None  # the dispatcher reports the parse error
-        if not isinstance(request, dict) or request.get("method") not in (
-            "eth_subscribe",
-            "eth_unsubscribe",
+        if (
+            not isinstance(request, dict)
+            or request.get("jsonrpc") != "2.0"
+            or request.get("method") not in ("eth_subscribe", "eth_unsubscribe")
         ):
             return None
         request_id = request.get("id")
