@@ -216,7 +216,20 @@ class Simulation:
             byzantine_profiles=profiles,
             fingerprint=self.network.fingerprint(),
             scenario=self.scenario.report(),
+            final_state=self._final_state(),
         )
+
+    def _final_state(self) -> str:
+        """``r<i>:<next height>/<round>`` per replica; ``*`` marks Byzantine, ``down`` crashed."""
+        parts = []
+        for host in self.hosts:
+            mark = "*" if not host.honest else ""
+            if host.engine is None:
+                parts.append(f"r{host.index}{mark}:down")
+                continue
+            st = host.engine.status()
+            parts.append(f"r{host.index}{mark}:{st.height}/{st.round}")
+        return " ".join(parts)
 
     def is_silent(self, i: int) -> bool:
         """True for a Byzantine replica that sends nothing."""

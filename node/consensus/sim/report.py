@@ -29,6 +29,7 @@ class SimResult:
     byzantine_profiles: list[str]
     fingerprint: str  # keccak over everything sent, in order: the run's identity
     scenario: dict[str, int | str] = field(default_factory=dict)
+    final_state: str = ""  # each replica's next height / round at the end
 
     @property
     def ok(self) -> bool:
@@ -86,5 +87,6 @@ def failure_lines(result: SimResult, limit: int = 5) -> list[str]:
     out += [f"  {v}" for v in result.violations[:limit]]
     if len(result.violations) > limit:
         out.append(f"  ... {len(result.violations) - limit} more")
+    out.append(f"  final height/round: {result.final_state}")
     out.append(f"  replay: {result.options.command()}")
     return out
