@@ -84,7 +84,18 @@ class Dispatcher:
         self.limits = limits
 
     def handle(self, body: bytes, authorization: str | None) -> tuple[int, bytes | None]:
-        """Answer one HTTP body: ``(HTTP status, response body or None for 204)``."""
+        """Answer one HTTP body: ``(HTTP status, response body or None for 204)``.
+
+        Never raises: a failure outside any one method (say, a result that cannot be
+        serialized) is logged and answered with -32603.
+        """
+        try:
+            return self._handle(body, authorization)
+        except Exception:
+            logger.exception("internal error answering a JSON-RPC request")
+            return 200, wire.dump(_error(None, RpcError(INTERNAL_ERROR, "internal error")))
+
+    def _handle(self, body: bytes, authorization: str | None) -> tuple[int, bytes | None]:
         caller = _Caller(self.auth.verify, bearer_token(authorization))
         try:
             payload = wire.load(body)
