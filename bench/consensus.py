@@ -137,7 +137,14 @@ def bench_steps(engine: str) -> None:
         with crypto_stubbed():
             calls, spent = _timed_steps(
                 cls,
-                SimOptions(engine=engine, n=n, scenario="calm", fault_ticks=0, recovery_ticks=400),
+                SimOptions(
+                    engine=engine,
+                    n=n,
+                    scenario="calm",
+                    fault_ticks=0,
+                    recovery_ticks=400,
+                    tail_ticks=-1,
+                ),
             )
         print(
             f"  n={n:<2}  {calls} steps, {calls / spent:10.0f} steps/s inside the engine, "
@@ -197,6 +204,7 @@ def bench_traffic(engine: str) -> None:
                         scenario="calm",
                         fault_ticks=0,
                         recovery_ticks=300,
+                        tail_ticks=-1,
                     )
                 )
             )

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_D.recovery_ticks,
         help="ticks after the heal in which every honest replica must commit",
     )
+    p.add_argument(
+        "--tail-ticks",
+        type=int,
+        default=_D.tail_ticks,
+        help="stop this many ticks after every honest replica recovered (-1: run all ticks)",
+    )
     p.add_argument("--loss", type=float, default=_D.loss)
     p.add_argument("--duplicate", type=float, default=_D.duplicate)
     p.add_argument("--delay-min", type=int, default=_D.delay_min)
@@ -88,6 +94,7 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         scenario=args.scenario,
         fault_ticks=args.fault_ticks,
         recovery_ticks=args.recovery_ticks,
+        tail_ticks=args.tail_ticks,
         loss=args.loss,
         duplicate=args.duplicate,
         delay_min=args.delay_min,

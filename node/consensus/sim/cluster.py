@@ -139,14 +139,23 @@ class Simulation:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> SimResult:
-        """Run every tick and return the result."""
+        """Run the ticks (stopping early once liveness is shown, see ``tail_ticks``)."""
         for host in self.hosts:
             host.start()
         for now in range(self.options.ticks):
             self.step(now)
+            if self._done(now):
+                break
         self._check_deadlines(final=True)
         self.checker.check_evidence_complete(self.now)
         return self._result()
+
+    def _done(self, now: int) -> bool:
+        """True once every honest replica moved on after the heal, plus the tail."""
+        tail = self.options.tail_ticks
+        if tail < 0 or self.recovered_after < 0 or self.expectations:
+            return False
+        return now >= self.options.fault_ticks + self.recovered_after + tail
 
     def step(self, now: int) -> None:
         """One global tick (see the module docstring)."""
@@ -186,9 +195,10 @@ class Simulation:
     def _check_deadlines(self, final: bool) -> None:
         keep: list[_Expectation] = []
         for e in self.expectations:
-            if e.deadline <= self.now or final:
+            met = all(self.checker.tip(r) > e.baseline for r in e.replicas)
+            if not met and (e.deadline <= self.now or final):
                 self.checker.check_liveness(list(e.replicas), e.baseline, e.since, self.now)
-            else:
+            elif not met:
                 keep.append(e)
         self.expectations = keep
 

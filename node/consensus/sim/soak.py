@@ -45,7 +45,8 @@ def suite_options(engine: str, n: int, seed: int, **overrides: object) -> SimOpt
         seed=seed,
         byzantine=max_faulty(n),
         fault_ticks=100,
-        recovery_ticks=200,
+        recovery_ticks=600,
+        tail_ticks=30,
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -70,7 +71,8 @@ def soak_options(engine: str, index: int, sizes: tuple[int, ...] = (4, 7, 10, 13
         byzantine=byzantine,
         scenario=scenario,
         fault_ticks=120,
-        recovery_ticks=240,
+        recovery_ticks=600,
+        tail_ticks=40,
         crashes=1 + index % 2,
         partitions=1 + (index // 2) % 2,
     )
