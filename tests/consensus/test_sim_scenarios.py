@@ -27,9 +27,8 @@ def test_view_change_storm_after_transient_partition_converges(engine: str, n: i
         for s in SEEDS
     ]
     for r in run_block(options):
-        rounds = str(r.scenario["rounds_at_end"]).split(",")
         assert int(r.scenario["converged_at"]) >= 0, r.scenario
-        assert len(set(rounds)) == 1, r.scenario
+        assert int(r.scenario["spread_at_end"]) <= int(r.scenario["tolerance"]), r.scenario
         assert r.min_heights > 0
 
 
