@@ -38,14 +38,14 @@ from node.consensus.types import ValidatorSet
 from node.errors import InvalidBlock, InvalidInput
 from node.rpc.backend import SyncProgress
 
-__all__ = ["LocalNodeView"]
+__all__ = ["ChainView", "LocalNodeView", "client_version_string"]
 
 logger = logging.getLogger("node.rpc.local")
 
 _ENGINES = {"pbft": EngineId.PBFT, "dpos": EngineId.DPOS}
 
 
-def _client_version(name: str) -> str:
+def client_version_string(name: str) -> str:
     try:
         version = metadata.version("twinchain")
     except metadata.PackageNotFoundError:
@@ -54,135 +54,14 @@ def _client_version(name: str) -> str:
     return f"TwinChain/v{version}/{name}/{python}"
 
 
-class LocalNodeView:
-    """A single-validator node: real store, executor and mempool; blocks on demand."""
+class ChainView:
+    """The chain and state reads of :class:`NodeView`, over a store, an executor and a
+    mempool. Shared by :class:`LocalNodeView` and the miner's view of its replica."""
 
-    def __init__(
-        self,
-        store: ChainStore,
-        genesis: GenesisState,
-        signer: Signer,
-        *,
-        name: str = "local",
-        automine: bool = False,
-        mempool_limits: MempoolLimits | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """Serve ``store`` (opened on ``genesis``), validating as ``signer``.
-
-        The genesis must name exactly one validator, ``signer``'s address.
-        """
-        config = genesis.config
-        if tuple(bytes(v) for v in config.validators) != (bytes(signer.address),):
-            raise InvalidInput(
-                "a local node needs a genesis whose only validator is its signer "
-                f"0x{signer.address.hex()}"
-            )
-        if store.genesis_hash != genesis.header.hash():
-            raise InvalidInput("the store belongs to another genesis")
-        self.store = store
-        self.genesis = genesis
-        self.signer = signer
-        self.name = name
-        self.automine = automine
-        self._engine = _ENGINES[config.consensus.engine]
-        self._epoch_length = config.consensus.epoch_length
-        self._clock = clock
-        self.executor = Executor(store, verify_seal=self._verify_seal)
-        self.mempool: Mempool = mempool_for(self.executor, mempool_limits)
-        self._evidence: list[EquivocationEvidence] = []
-        self._produce_lock = threading.Lock()
-        self._client_version = _client_version(name)
-
-    @classmethod
-    def open(
-        cls,
-        path: str | Path,
-        genesis: GenesisState,
-        signer: Signer,
-        *,
-        name: str = "local",
-        automine: bool = False,
-    ) -> LocalNodeView:
-        """Open (creating if needed) the store at ``path`` and serve it."""
-        store = ChainStore.open(path, genesis)
-        try:
-            return cls(store, genesis, signer, name=name, automine=automine)
-        except BaseException:
-            store.close()
-            raise
-
-    def close(self) -> None:
-        """Close the store."""
-        self.store.close()
-
-    # ------------------------------------------------------------ consensus (trivial)
-
-    def _validators(self, epoch: int) -> ValidatorSet:
-        return ValidatorSet(epoch, (self.signer.address,))
-
-    def _epoch_of(self, height: int) -> int:
-        return height // self._epoch_length
-
-    def _certify(self, block: Block) -> bytes:
-        """The single validator's commit vote, as a one-signature certificate."""
-        vote = self.signer.sign(
-            self.chain_id,
-            self._engine,
-            commit_kind(self._engine),
-            block.height,
-            0,
-            block.hash(),
-        )
-        return CommitCertificate.from_votes([vote]).encode()
-
-    def _verify_seal(self, block: Block) -> None:
-        try:
-            certificate = CommitCertificate.decode(block.seal)
-            if (
-                bytes(certificate.block_hash) != bytes(block.hash())
-                or certificate.height != block.height
-            ):
-                raise CertificateError("certificate is for another block")
-            certificate.verify(self.chain_id, self._validators(block.header.epoch))
-        except CertificateError as exc:
-            raise InvalidBlock(f"block {block.height}: bad seal: {exc}") from exc
-
-    def produce_block(self, timestamp: int | None = None) -> Block:
-        """Build a block from the mempool on the head, seal it and commit it.
-
-        ``timestamp`` defaults to the clock (never before the parent's). Transactions
-        the executor refuses are dropped from the mempool with a log line.
-        """
-        with self._produce_lock:
-            head = self.store.head()
-            when = int(self._clock()) if timestamp is None else timestamp
-            height = head.height + 1
-            epoch = self._epoch_of(height)
-            result = self.executor.build_block(
-                head,
-                [tx.raw for tx in self.mempool.select()],
-                timestamp=max(when, head.timestamp),
-                proposer=Address(bytes(self.signer.address)),
-                epoch=epoch,
-                validator_set_hash=Hash32(bytes(self._validators(epoch).hash())),
-            )
-            block = self.executor.commit(result, self._certify(result.block))
-            for tx_hash, reason in result.rejected:
-                logger.info("dropping transaction 0x%s: %s", tx_hash.hex(), reason)
-            self.mempool.remove(tx_hash for tx_hash, _ in result.rejected)
-            for tx_hash, reason in self.mempool.on_commit(block):
-                logger.info("evicted transaction 0x%s: %s", tx_hash.hex(), reason)
-            return block
-
-    def record_evidence(self, evidence: EquivocationEvidence) -> None:
-        """Keep verified equivocation evidence (e.g. received from a tool or a peer)."""
-        try:
-            evidence.verify(self.chain_id, self._validators(self._epoch_of(evidence.first.height)))
-        except EvidenceError as exc:
-            raise InvalidInput(f"evidence does not prove equivocation: {exc}") from exc
-        if all(e.key() != evidence.key() for e in self._evidence):
-            self._evidence.append(evidence)
+    store: ChainStore
+    executor: Executor
+    mempool: Mempool
+    _client_version: str
 
     # ------------------------------------------------------------ NodeView: identity
 
@@ -289,6 +168,137 @@ class LocalNodeView:
     def roles_of(self, address: Address, at: Header | None = None) -> int:
         """Membership role bits."""
         return self.executor.roles_of(address, at)
+
+
+class LocalNodeView(ChainView):
+    """A single-validator node: real store, executor and mempool; blocks on demand."""
+
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: GenesisState,
+        signer: Signer,
+        *,
+        name: str = "local",
+        automine: bool = False,
+        mempool_limits: MempoolLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Serve ``store`` (opened on ``genesis``), validating as ``signer``.
+
+        The genesis must name exactly one validator, ``signer``'s address.
+        """
+        config = genesis.config
+        if tuple(bytes(v) for v in config.validators) != (bytes(signer.address),):
+            raise InvalidInput(
+                "a local node needs a genesis whose only validator is its signer "
+                f"0x{signer.address.hex()}"
+            )
+        if store.genesis_hash != genesis.header.hash():
+            raise InvalidInput("the store belongs to another genesis")
+        self.store = store
+        self.genesis = genesis
+        self.signer = signer
+        self.name = name
+        self.automine = automine
+        self._engine = _ENGINES[config.consensus.engine]
+        self._epoch_length = config.consensus.epoch_length
+        self._clock = clock
+        self.executor = Executor(store, verify_seal=self._verify_seal)
+        self.mempool: Mempool = mempool_for(self.executor, mempool_limits)
+        self._evidence: list[EquivocationEvidence] = []
+        self._produce_lock = threading.Lock()
+        self._client_version = client_version_string(name)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        genesis: GenesisState,
+        signer: Signer,
+        *,
+        name: str = "local",
+        automine: bool = False,
+    ) -> LocalNodeView:
+        """Open (creating if needed) the store at ``path`` and serve it."""
+        store = ChainStore.open(path, genesis)
+        try:
+            return cls(store, genesis, signer, name=name, automine=automine)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    # ------------------------------------------------------------ consensus (trivial)
+
+    def _validators(self, epoch: int) -> ValidatorSet:
+        return ValidatorSet(epoch, (self.signer.address,))
+
+    def _epoch_of(self, height: int) -> int:
+        return height // self._epoch_length
+
+    def _certify(self, block: Block) -> bytes:
+        """The single validator's commit vote, as a one-signature certificate."""
+        vote = self.signer.sign(
+            self.chain_id,
+            self._engine,
+            commit_kind(self._engine),
+            block.height,
+            0,
+            block.hash(),
+        )
+        return CommitCertificate.from_votes([vote]).encode()
+
+    def _verify_seal(self, block: Block) -> None:
+        try:
+            certificate = CommitCertificate.decode(block.seal)
+            if (
+                bytes(certificate.block_hash) != bytes(block.hash())
+                or certificate.height != block.height
+            ):
+                raise CertificateError("certificate is for another block")
+            certificate.verify(self.chain_id, self._validators(block.header.epoch))
+        except CertificateError as exc:
+            raise InvalidBlock(f"block {block.height}: bad seal: {exc}") from exc
+
+    def produce_block(self, timestamp: int | None = None) -> Block:
+        """Build a block from the mempool on the head, seal it and commit it.
+
+        ``timestamp`` defaults to the clock (never before the parent's). Transactions
+        the executor refuses are dropped from the mempool with a log line.
+        """
+        with self._produce_lock:
+            head = self.store.head()
+            when = int(self._clock()) if timestamp is None else timestamp
+            height = head.height + 1
+            epoch = self._epoch_of(height)
+            result = self.executor.build_block(
+                head,
+                [tx.raw for tx in self.mempool.select()],
+                timestamp=max(when, head.timestamp),
+                proposer=Address(bytes(self.signer.address)),
+                epoch=epoch,
+                validator_set_hash=Hash32(bytes(self._validators(epoch).hash())),
+            )
+            block = self.executor.commit(result, self._certify(result.block))
+            for tx_hash, reason in result.rejected:
+                logger.info("dropping transaction 0x%s: %s", tx_hash.hex(), reason)
+            self.mempool.remove(tx_hash for tx_hash, _ in result.rejected)
+            for tx_hash, reason in self.mempool.on_commit(block):
+                logger.info("evicted transaction 0x%s: %s", tx_hash.hex(), reason)
+            return block
+
+    def record_evidence(self, evidence: EquivocationEvidence) -> None:
+        """Keep verified equivocation evidence (e.g. received from a tool or a peer)."""
+        try:
+            evidence.verify(self.chain_id, self._validators(self._epoch_of(evidence.first.height)))
+        except EvidenceError as exc:
+            raise InvalidInput(f"evidence does not prove equivocation: {exc}") from exc
+        if all(e.key() != evidence.key() for e in self._evidence):
+            self._evidence.append(evidence)
 
     # ------------------------------------------------------------ NodeView: submit
 
