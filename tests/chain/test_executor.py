@@ -3,9 +3,14 @@ building on pending and historical parents, reads (call, estimate_gas)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import rlp
 import vyper
 from eth.chains.base import MiningChain
 from eth.db.atomic import AtomicDB
@@ -30,6 +35,7 @@ from tests.chain.helpers import (
     SENDERS,
     VALIDATORS,
     genesis_config,
+    genesis_state,
     produce,
     register_model,
     registry_call,
@@ -40,8 +46,6 @@ from tests.chain.helpers import (
 
 def zero_nonce_as_empty_list(raw: bytes) -> bytes:
     """Same signature, another hash: nonce 0 re-encoded as an empty RLP list."""
-    import rlp
-
     fields = rlp.decode(raw[1:])
     fields[1] = []
     return raw[:1] + rlp.encode(fields)
@@ -87,8 +91,6 @@ def call_data(signature: str, *words: int) -> bytes:
 
 
 def created_address(sender: Address, nonce: int) -> Address:
-    import rlp
-
     return Address(keccak(rlp.encode([sender, nonce]))[12:])
 
 
@@ -396,3 +398,30 @@ def test_decoded_transaction_caches_its_sender(executor: Executor) -> None:
     tx = decode_transaction(transfer(SENDERS[2], 0, OUTSIDER), CHAIN_ID)
     assert tx.evm.sender == tx.sender == SENDERS[2].address
     assert PragueVM.get_transaction_builder().decode(tx.raw).sender == tx.sender
+
+
+def build_mixed_chain(path: str) -> str:
+    """Three blocks of :func:`mixed_block` on a fresh store; the head's hash (hex)."""
+    with ChainStore.open(path, genesis_state()) as store:
+        executor = Executor(store)
+        for round_ in range(3):
+            produce(executor, mixed_block(3 * round_))
+        return store.head().hash().hex()
+
+
+def test_block_hashes_are_identical_in_a_fresh_process(tmp_path: Any) -> None:
+    script = (
+        "import sys; from tests.chain.test_executor import build_mixed_chain;"
+        "print(build_mixed_chain(sys.argv[1]))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another set/dict iteration order
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "child.db")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == build_mixed_chain(str(tmp_path / "parent.db"))
