@@ -404,7 +404,7 @@ def _ports(
     host: str, base: int | None, default: int, count: int, what: str, avoid: Sequence[int]
 ) -> tuple[int, ...]:
     if base is not None:
-        if not 1 <= base or base + count - 1 > 65535:
+        if base < 1 or base + count - 1 > 65535:
             raise InvalidInput(f"{what} ports {base}..{base + count - 1} are not all valid ports")
         return tuple(range(base, base + count))
     start = default
