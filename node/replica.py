@@ -266,6 +266,13 @@ class Replica:
             self._maybe_propose()
         return self.drain()
 
+    def wake(self) -> DrainOutput:
+        """New transactions arrived (from a client or a peer): a proposer waiting for
+        some proposes now."""
+        if self._request is not None:
+            self._maybe_propose()
+        return self.drain()
+
     def submit(self, raw: bytes) -> Hash32:
         """Admit a client transaction (raises InvalidTransaction); a waiting proposer
         proposes at once."""

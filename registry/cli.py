@@ -35,6 +35,15 @@ def sim(ctx: typer.Context) -> None:
     raise typer.Exit(sim_main(list(ctx.args)))
 
 
+def _register() -> None:
+    from registry.cli_node import node_app
+
+    app.add_typer(node_app, name="node")
+
+
+_register()
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())
