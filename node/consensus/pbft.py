@@ -126,7 +126,7 @@ class PbftEngine(ViewChangeRules):
         if self._timer >= self.timeout:
             self._on_timeout()
         elif self._timer >= nudge and (self._timer - nudge) % self.config.base_timeout == 0:
-            self._retransmit_votes()
+            self._retransmit()
         if self._ticks % self.config.base_timeout == 0:
             self._retransmit_checkpoints()
         self._drive()
@@ -420,6 +420,7 @@ class PbftEngine(ViewChangeRules):
         self, h: int, digest: Hash32, payload: bytes, cert: CommitCertificate, delivered: bool
     ) -> None:
         self._committed_height, self._committed_hash = h, digest
+        self._last_certificate = cert
         self._hashes[h] = digest
         self._out_committed.append(CommittedBlock(h, digest, payload, cert))
         self._floor = max(self._floor, h)

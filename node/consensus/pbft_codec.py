@@ -196,19 +196,11 @@ class CheckpointProof:
     def from_rlp(cls, item: object) -> CheckpointProof:
         """Inverse of :meth:`to_rlp`."""
         height_raw, digest_raw, cps_raw, cert_raw = _list(item, 4)
-        cert = None
-        if cert_raw != b"":
-            if not isinstance(cert_raw, bytes):
-                raise MalformedError("checkpoint proof: certificate must be bytes")
-            try:
-                cert = CommitCertificate.decode(cert_raw)
-            except CertificateError as exc:
-                raise MalformedError(str(exc)) from exc
         return cls(
             _uint(height_raw),
             Hash32(_bytes(digest_raw, (32,))),
             tuple(_message(c) for c in _list(cps_raw)),
-            cert,
+            _certificate(cert_raw),
         )
 
     def verify(self, sigs: SignatureCache, validators: ValidatorSet) -> None:
@@ -241,17 +233,32 @@ class CheckpointProof:
         assert cert is not None
         if self.checkpoints:
             raise ProofError("checkpoint proof: both messages and a certificate")
-        if (cert.engine, cert.kind, cert.height, cert.block_hash) != (
-            EngineId.PBFT,
-            Kind.COMMIT,
-            self.height,
-            self.digest,
-        ):
+        if (cert.height, cert.block_hash) != (self.height, self.digest):
             raise ProofError("checkpoint proof: certificate is for another block")
-        try:
-            cert.verify(chain_id, validators)
-        except CertificateError as exc:
-            raise ProofError(f"checkpoint proof: {exc}") from exc
+        verify_commit_certificate(cert, chain_id, validators)
+
+
+def _certificate(raw: object) -> CommitCertificate | None:
+    if raw == b"":
+        return None
+    if not isinstance(raw, bytes):
+        raise MalformedError("certificate must be bytes")
+    try:
+        return CommitCertificate.decode(raw)
+    except CertificateError as exc:
+        raise MalformedError(str(exc)) from exc
+
+
+def verify_commit_certificate(
+    cert: CommitCertificate, chain_id: int, validators: ValidatorSet
+) -> None:
+    """Raise :class:`ProofError` unless ``cert`` is a valid PBFT commit certificate."""
+    if (cert.engine, cert.kind) != (EngineId.PBFT, Kind.COMMIT):
+        raise ProofError("certificate: not a PBFT commit certificate")
+    try:
+        cert.verify(chain_id, validators)
+    except CertificateError as exc:
+        raise ProofError(f"certificate: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -260,16 +267,19 @@ class ViewChangeBody:
 
     ``attempt`` distinguishes retransmissions (a lost VIEW-CHANGE is re-sent re-signed, so
     the replay filter does not swallow it); ``amnesiac`` marks a VIEW-CHANGE signed by a
-    replica that lost its votes (see the votes-lost rule in :mod:`node.consensus.pbft`).
+    replica that lost its votes (see the votes-lost rule in :mod:`node.consensus.pbft`);
+    ``committed`` is the sender's latest commit certificate, if it holds one: it shows a
+    lagging receiver (a new primary, typically) how far the chain got, so it catches up.
     """
 
     checkpoint: CheckpointProof
     prepared: tuple[PreparedCertificate, ...]  # sorted by height, one per height
     attempt: int = 0
     amnesiac: bool = False
+    committed: CommitCertificate | None = None
 
     def encode(self) -> bytes:
-        """Canonical RLP ``[attempt, amnesiac, checkpoint, [prepared...]]``."""
+        """Canonical RLP ``[attempt, amnesiac, checkpoint, [prepared...], committed]``."""
         return bytes(
             rlp.encode(
                 [
@@ -277,6 +287,7 @@ class ViewChangeBody:
                     int(self.amnesiac),
                     self.checkpoint.to_rlp(),
                     [c.to_rlp() for c in self.prepared],
+                    self.committed.encode() if self.committed is not None else b"",
                 ]
             )
         )
@@ -284,7 +295,7 @@ class ViewChangeBody:
     @classmethod
     def decode(cls, data: bytes) -> ViewChangeBody:
         """Inverse of :meth:`encode`."""
-        attempt, amnesiac, cp, prepared = _list(_decode_rlp(data), 4)
+        attempt, amnesiac, cp, prepared, committed = _list(_decode_rlp(data), 5)
         flag = _uint(amnesiac)
         if flag > 1:
             raise MalformedError("view change: amnesiac flag is 0 or 1")
@@ -293,10 +304,14 @@ class ViewChangeBody:
             tuple(PreparedCertificate.from_rlp(c) for c in _list(prepared)),
             _uint(attempt),
             bool(flag),
+            _certificate(committed),
         )
 
     def verify(self, sigs: SignatureCache, validators_at: ValidatorsAt, new_view: int) -> None:
         """Raise :class:`ProofError` unless the checkpoint and every certificate hold."""
+        if self.committed is not None:
+            c = self.committed
+            verify_commit_certificate(c, sigs.chain_id, validators_at(c.height))
         self.checkpoint.verify(sigs, validators_at(self.checkpoint.height))
         last = self.checkpoint.height
         for cert in self.prepared:

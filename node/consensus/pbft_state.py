@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from node.consensus.certificate import CommitCertificate
 from node.consensus.engine import (
     BlockInfo,
     BlockValidator,
@@ -99,6 +100,7 @@ class PbftState:
         self._floor = committed_height  # never vote at or below this height
         self._votes: dict[tuple[int, int, int], Hash32] = {}
         self._prepared: dict[int, PreparedCertificate] = {}
+        self._last_certificate: CommitCertificate | None = None  # of our highest block
         self._new_view_built = 0
         self._vc_attempt = 0
         self._amnesiac = hard_state is None and committed_height > 0

@@ -53,16 +53,23 @@ class ViewChangeRules(PbftState):
         elif self._active or self._vc_quorum:
             self._start_view_change(self._view + 1)
         else:
-            self._vc_attempt += 1  # no quorum yet for our view: re-send, do not escalate
-            self._timer, self._dirty = 0, True
-            self._send_view_change()
+            self._timer = 0  # no quorum yet for our view: re-send, do not escalate
+            self._resend_view_change()
 
-    def _retransmit_votes(self) -> None:
-        """Late in the timeout, re-send what we said for the pending height in this view:
-        a lost message should not cost a view change. Peers that already have a message
-        drop the copy as a replay. (A lost NEW-VIEW is recovered differently: the replica
-        that missed it re-sends its VIEW-CHANGE and gets the NEW-VIEW back.)"""
+    def _resend_view_change(self) -> None:
+        """Re-sign (new attempt number, so no replay filter swallows it) and re-send."""
+        self._vc_attempt += 1
+        self._dirty = True
+        self._send_view_change()
+
+    def _retransmit(self) -> None:
+        """Late in the timeout, re-send what we said: a lost message should not cost a
+        view change. In a view change that is our VIEW-CHANGE (the new primary may lack
+        it); otherwise our votes for the pending height, which peers that already have
+        drop as replays. (A lost NEW-VIEW is recovered by the replica that missed it: it
+        re-sends its VIEW-CHANGE and gets the NEW-VIEW back.)"""
         if not self._active:
+            self._resend_view_change()
             return
         log = self._log.peek(self.pending_height)
         slot = log.slots.get(self._view) if log is not None else None
@@ -101,7 +108,9 @@ class ViewChangeRules(PbftState):
     def _send_view_change(self) -> None:
         s = self._stable.height
         certs = tuple(self._prepared[h] for h in sorted(self._prepared) if h > s)
-        body = ViewChangeBody(self._stable, certs, self._vc_attempt, self._amnesiac)
+        body = ViewChangeBody(
+            self._stable, certs, self._vc_attempt, self._amnesiac, self._last_certificate
+        )
         msg = self._signer.sign(
             self.config.chain_id, EngineId.PBFT, Kind.VIEW_CHANGE, s, self._view, b"", body.encode()
         )
@@ -123,16 +132,22 @@ class ViewChangeRules(PbftState):
         except ProofError:
             self._drop(DropReason.INVALID)
             return
-        self._observe_embedded(vc)
+        self._learn_from(vc)
         self._vcs.add(vc)
         self._after_view_change_stored()
 
-    def _observe_embedded(self, vc: ViewChange) -> None:
-        """Votes inside prepared certificates are evidence material too."""
+    def _learn_from(self, vc: ViewChange) -> None:
+        """Votes inside prepared certificates are evidence material; a commit certificate
+        above our chain proves we are behind (no f + 1 needed: it is a quorum's word)."""
         for cert in vc.body.prepared:
             self._observe(cert.pre_prepare)
             for p in cert.prepares:
                 self._observe(p)
+        committed = vc.body.committed
+        if committed is not None and committed.height > self._committed_height:
+            if committed.height + 1 > self._ahead.get(vc.signer, -1):
+                self._ahead[vc.signer] = committed.height + 1
+            self._request_sync()
 
     def _after_view_change_stored(self) -> None:
         vset = self._vset_at(self.pending_height)
@@ -226,7 +241,7 @@ class ViewChangeRules(PbftState):
         if self._amnesiac and any(vc.signer == self._me and vc.body.amnesiac for vc in vcs):
             self._amnesiac = False  # this view began after our restart: safe to vote
         for vc in vcs:
-            self._observe_embedded(vc)
+            self._learn_from(vc)
         for pp in pps:
             self._observe(pp)
             if pp.height <= self._committed_height:
