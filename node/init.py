@@ -49,7 +49,7 @@ from eth_utils.address import to_checksum_address
 
 from node import pki
 from node.chain.genesis import MAX_ADMINS, MAX_MEMBERS, MAX_VALIDATORS, parse_genesis
-from node.config import load_config
+from node.config import load_config, split_host_port
 from node.errors import Conflict, InvalidInput, NotFound
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "MinerInfo",
     "NetworkLayout",
     "add_member_key",
+    "endpoint_in_use",
     "init_network",
     "load_network",
 ]
@@ -417,11 +418,19 @@ def _ports(
     raise InvalidInput(f"no {count} consecutive free {what} ports on {host} above {default}")
 
 
+def endpoint_in_use(endpoint: str) -> bool:
+    """Whether ``host:port`` is known to be taken by a listening socket on this machine."""
+    host, port = split_host_port(endpoint)
+    return not _port_free(host, port)
+
+
 def _port_free(host: str, port: int) -> bool:
     """False only when the port is known to be taken on ``host``."""
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As the miners' servers do: a port left in TIME_WAIT by a stopped miner is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
     except OSError as exc:
         return exc.errno != errno.EADDRINUSE  # a non-local host: we cannot tell
