@@ -268,6 +268,8 @@ def keys_new(
     """
     if (out is None) == (network_dir is None):
         _fail("give either --out FILE or --dir DIR --name NAME", 2)
+    if out is not None and out.exists():
+        _fail(f"{out} already exists; refusing to overwrite a keystore", 2)
     password = _read_password(password_file, password_env)
     from node import pki
     from node.init import FAST_SCRYPT_N, add_member_key
@@ -281,8 +283,6 @@ def keys_new(
         _print_key(account.address, account.keystore, as_json, account.password_file)
         return
     assert out is not None
-    if out.exists():
-        _fail(f"{out} already exists; refusing to overwrite a keystore", 2)
     if password is None:
         password = typer.prompt("Keystore password", hide_input=True, confirmation_prompt=True)
     with _errors():
