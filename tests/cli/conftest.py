@@ -14,7 +14,7 @@ CHAIN_ID = 4242
 runner = CliRunner()
 
 
-def twinchain(*args: str | Path, input: str | None = None) -> tuple[int, str]:
+def twinchain(*args: str | Path | int, input: str | None = None) -> tuple[int, str]:
     """Run ``twinchain ARGS`` in process; return (exit code, stdout + stderr)."""
     result = runner.invoke(app, [str(a) for a in args], input=input)
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -14,7 +14,14 @@ from node import pki
 from node.chain.genesis import build_genesis, load_genesis
 from node.config import load_config
 from node.errors import InvalidInput
-from node.init import NETWORK_FILE, NetworkLayout, init_network, load_network
+from node.init import (
+    NETWORK_FILE,
+    AccountInfo,
+    MinerInfo,
+    NetworkLayout,
+    init_network,
+    load_network,
+)
 from tests.cli.conftest import CHAIN_ID, twinchain
 
 
@@ -92,7 +99,8 @@ def test_keystores_unlock_with_their_password_files_and_match_genesis(
     network: NetworkLayout,
 ) -> None:
     genesis = load_genesis(network.genesis)
-    for entry in [*network.miners, *network.accounts]:
+    entries: list[MinerInfo | AccountInfo] = [*network.miners, *network.accounts]
+    for entry in entries:
         password = pki.read_password(entry.password_file, None)
         key = pki.load_keystore(entry.keystore, password)
         assert Account.from_key(key).address == entry.address
@@ -136,7 +144,8 @@ def test_dpos_network_with_a_shared_password(tmp_path: Path) -> None:
     genesis = load_genesis(layout.genesis)
     assert genesis.consensus.engine == "dpos" and genesis.consensus.committee_size == 3
     assert genesis.admin_threshold == 1 and not genesis.roles
-    for entry in [*layout.miners, *layout.accounts]:
+    entries: list[MinerInfo | AccountInfo] = [*layout.miners, *layout.accounts]
+    for entry in entries:
         assert pki.read_password(entry.password_file, None) == "correct horse"
 
 
