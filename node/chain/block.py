@@ -21,7 +21,8 @@ import rlp
 from eth_hash.auto import keccak
 from rlp.sedes import Binary, CountableList, List, big_endian_int, binary
 
-from node.chain.types import Address, Hash32
+from node.chain.trie import trie_root
+from node.chain.types import EMPTY_ROOT, Address, Hash32
 from node.errors import InvalidBlock, InvalidInput
 
 __all__ = [
@@ -33,6 +34,9 @@ __all__ = [
     "transactions_root",
     "trie_root",
 ]
+
+#: Root of an empty trie (also ``node.chain.types.EMPTY_ROOT``).
+EMPTY_TRIE_ROOT = EMPTY_ROOT
 
 BLOOM_BYTES = 256
 EMPTY_BLOOM = b"\x00" * BLOOM_BYTES
@@ -184,89 +188,6 @@ class Block:
         return cls(Header.from_fields(header_values), tuple(txs), seal)
 
 
-def trie_root(items: Sequence[bytes]) -> Hash32:
-    """Root of the Ethereum list trie ``{rlp(index): item}`` (transactions/receipts).
-
-    Built bottom-up in one pass, as ``ethereum/execution-specs`` ``patricialize`` does,
-    instead of inserting key by key into a ``HexaryTrie`` (which re-encodes the path
-    to the root on every insert and dominated block building). A test pins the result
-    to ``HexaryTrie``'s.
-    """
-    if not items:
-        return EMPTY_TRIE_ROOT
-    keyed = {_nibbles(rlp.encode(index)): item for index, item in enumerate(items)}
-    root = _encode_node(_patricialize(keyed, 0))
-    if isinstance(root, bytes) and len(root) == 32:
-        return Hash32(root)
-    return Hash32(keccak(rlp.encode(root)))
-
-
 def transactions_root(raw_transactions: Sequence[bytes]) -> Hash32:
     """Transactions root over raw signed transactions (EIP-2718 envelopes as is)."""
     return trie_root(raw_transactions)
-
-
-EMPTY_TRIE_ROOT = Hash32(keccak(rlp.encode(b"")))
-
-# A trie node before encoding: ("leaf", key_rest, value) | ("ext", segment, child) |
-# ("branch", children, value); children are already-encoded subnodes.
-_Node = tuple[str, Any, Any]
-
-
-def _nibbles(key: bytes) -> bytes:
-    return bytes(n for byte in key for n in (byte >> 4, byte & 0x0F))
-
-
-def _compact(nibbles: bytes, is_leaf: bool) -> bytes:
-    """Hex-prefix encoding of a nibble path (Yellow Paper appendix C)."""
-    flag = 2 if is_leaf else 0
-    if len(nibbles) % 2:
-        head = bytes([16 * (flag + 1) + nibbles[0]])
-        nibbles = nibbles[1:]
-    else:
-        head = bytes([16 * flag])
-    return head + bytes(16 * nibbles[i] + nibbles[i + 1] for i in range(0, len(nibbles), 2))
-
-
-def _patricialize(obj: dict[bytes, bytes], level: int) -> _Node | None:
-    if not obj:
-        return None
-    first = next(iter(obj))
-    if len(obj) == 1:
-        return ("leaf", first[level:], obj[first])
-    rest = first[level:]
-    prefix = len(rest)
-    for key in obj:
-        common = 0
-        limit = min(prefix, len(key) - level)
-        while common < limit and key[level + common] == rest[common]:
-            common += 1
-        prefix = common
-        if prefix == 0:
-            break
-    if prefix > 0:
-        return ("ext", rest[:prefix], _encode_node(_patricialize(obj, level + prefix)))
-    branches: list[dict[bytes, bytes]] = [{} for _ in range(16)]
-    value = b""
-    for key, item in obj.items():
-        if len(key) == level:
-            value = item
-        else:
-            branches[key[level]][key] = item
-    return ("branch", [_encode_node(_patricialize(b, level + 1)) for b in branches], value)
-
-
-def _encode_node(node: _Node | None) -> Any:
-    """A subnode as its parent embeds it: the node itself if its RLP is < 32 bytes,
-    else the keccak of its RLP."""
-    if node is None:
-        return b""
-    kind, first, second = node
-    if kind == "leaf":
-        unencoded: Any = [_compact(first, True), second]
-    elif kind == "ext":
-        unencoded = [_compact(first, False), second]
-    else:
-        unencoded = [*first, second]
-    encoded = rlp.encode(unencoded)
-    return unencoded if len(encoded) < 32 else keccak(encoded)

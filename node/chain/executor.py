@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
 from eth.abc import ComputationAPI, SignedTransactionAPI, StateAPI
 from eth.constants import CREATE_CONTRACT_ADDRESS
@@ -49,7 +49,7 @@ from node.chain.block import BLOOM_BYTES, Block, Header, transactions_root
 from node.chain.evm import ExecutionDB, TwinChainVM, open_state
 from node.chain.receipt import STATUS_FAILURE, STATUS_SUCCESS, Log, Receipt, receipts_root
 from node.chain.store import ChainStore
-from node.chain.tx import SignedTx, decode_transaction
+from node.chain.tx import MAX_TX_BYTES, SignedTx, decode_transaction
 from node.chain.types import MEMBERSHIP_ADDRESS, ZERO_ADDRESS, Address, Hash32
 from node.errors import InvalidBlock, InvalidInput, InvalidTransaction, NotFound, StorageError
 
@@ -176,7 +176,7 @@ class Executor:
         decoded: list[SignedTx] = []
         rejected: list[tuple[Hash32, str]] = []
         for item in transactions:
-            if isinstance(item, SignedTx) and item.evm.chain_id == self.chain_id:
+            if _predecoded(item, self.chain_id):
                 decoded.append(item)
                 continue
             raw = item.raw if isinstance(item, SignedTx) else item
@@ -237,7 +237,7 @@ class Executor:
         decoded = []
         for i, raw in enumerate(block.transactions):
             hit = known(block.tx_hashes[i]) if known is not None else None
-            if hit is not None and hit.evm.chain_id == self.chain_id:
+            if hit is not None and _predecoded(hit, self.chain_id):
                 decoded.append(hit)
                 continue
             try:
@@ -609,6 +609,16 @@ def _receipt(
             Log(Address(address), tuple(Hash32(t.to_bytes(32, "big")) for t in topics), data)
             for address, topics, data in computation.get_log_entries()
         ),
+    )
+
+
+def _predecoded(item: bytes | SignedTx, chain_id: int) -> TypeGuard[SignedTx]:
+    """True for a transaction decoded under the same rules this block is checked with
+    (a mempool may be stricter than consensus, never looser: size is a block rule)."""
+    return (
+        isinstance(item, SignedTx)
+        and item.evm.chain_id == chain_id
+        and len(item.raw) <= MAX_TX_BYTES
     )
 
 

@@ -34,7 +34,7 @@ from node.chain.block import Block
 from node.chain.executor import Executor
 from node.chain.tx import MAX_TX_BYTES, SignedTx, decode_transaction
 from node.chain.types import Address, Hash32
-from node.errors import InvalidTransaction
+from node.errors import InvalidInput, InvalidTransaction
 
 __all__ = ["AccountLookup", "Mempool", "MempoolLimits", "mempool_for"]
 
@@ -49,6 +49,14 @@ class MempoolLimits:
     max_tx_bytes: int = MAX_TX_BYTES
     max_nonce_gap: int = 64
     max_transactions: int = 20_000
+
+    def __post_init__(self) -> None:
+        # The transaction size bound is also a block validity rule: a pool admitting
+        # larger transactions would propose blocks the other validators refuse.
+        if not 0 < self.max_tx_bytes <= MAX_TX_BYTES:
+            raise InvalidInput(f"max_tx_bytes must be in 1..{MAX_TX_BYTES}")
+        if self.max_nonce_gap < 0 or self.max_transactions < 1:
+            raise InvalidInput("max_nonce_gap must be >= 0 and max_transactions >= 1")
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 import rlp
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from trie.hexary import HexaryTrie
 
 from node.chain.block import EMPTY_BLOOM, EMPTY_TRIE_ROOT, Block, Header, trie_root
 from node.chain.types import EMPTY_ROOT, Address, Hash32
@@ -85,12 +82,3 @@ def test_header_rejects_wrong_field_types() -> None:
 
 def test_empty_list_trie_root_is_the_empty_trie() -> None:
     assert trie_root([]) == EMPTY_TRIE_ROOT == EMPTY_ROOT
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=80), max_size=300))
-def test_fast_list_trie_root_equals_hexary_trie(items: list[bytes]) -> None:
-    reference = HexaryTrie({})
-    for index, item in enumerate(items):
-        reference[rlp.encode(index)] = item
-    assert trie_root(items) == reference.root_hash

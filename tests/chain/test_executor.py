@@ -15,13 +15,13 @@ import vyper
 from eth.chains.base import MiningChain
 from eth.db.atomic import AtomicDB
 from eth.vm.forks.prague import PragueVM
+from eth.vm.forks.prague.state import PragueState
 from eth_abi.abi import decode as abi_decode
 from eth_hash.auto import keccak
 
 from node.chain.block import Block, transactions_root
-from node.chain.evm import TwinChainVM
 from node.chain.executor import ExecutionReverted, Executor
-from node.chain.genesis import build_genesis
+from node.chain.genesis import Predeploy, build_genesis, default_predeploys
 from node.chain.store import ChainStore
 from node.chain.tx import decode_transaction
 from node.chain.types import REGISTRY_ADDRESS, Address, Hash32
@@ -258,23 +258,69 @@ def test_unknown_parent_state_is_not_found(executor: Executor) -> None:
         executor.build_block(orphan, [], timestamp=orphan.timestamp, **BUILD_ARGS)
 
 
-def test_batch_execution_matches_py_evm_block_import(executor: Executor, tmp_path: Any) -> None:
-    """Our one-pass application (state root computed once per block) gives the same
-    state root as py-evm's MiningChain, which recomputes it after every transaction."""
-    config = genesis_config()
-    genesis = build_genesis(config, predeploys=())
+class ReferenceState(PragueState):
+    """Stock py-evm Prague state (stock AccountDB), minus the beacon system contracts
+    this chain does not have."""
+
+    def set_system_contracts(self) -> None:
+        pass
+
+
+ReferenceVM = PragueVM.configure(__name__="ReferenceVM", _state_class=ReferenceState)
+
+
+def reference_chain(config: Any, predeploys: list[Predeploy]) -> Any:
+    """Stock py-evm MiningChain on the same genesis accounts (and predeployed code)."""
     accounts = {
         address: {"balance": wei, "nonce": 0, "code": b"", "storage": {}}
         for address, wei in config.balances
     }
-    chain_class = MiningChain.configure(vm_configuration=((0, TwinChainVM),), chain_id=CHAIN_ID)
+    for contract in predeploys:
+        accounts[contract.address] = {
+            "balance": 0,
+            "nonce": 1,
+            "code": contract.runtime_code,
+            "storage": {},
+        }
+    chain_class = MiningChain.configure(vm_configuration=((0, ReferenceVM),), chain_id=CHAIN_ID)
     params = {
         "difficulty": 0,
         "gas_limit": GAS_LIMIT,
         "base_fee_per_gas": 0,
         "timestamp": config.timestamp,
     }
-    reference = chain_class.from_genesis(AtomicDB(), params, accounts)
+    return chain_class.from_genesis(AtomicDB(), params, accounts)
+
+
+def mine_on_both(executor: Executor, reference: Any, txs: list[bytes]) -> tuple[Any, Any]:
+    """The same transactions as one block on our chain and on the reference chain."""
+    head = executor.store.head()
+    ours = executor.build_block(
+        head,
+        txs,
+        timestamp=head.timestamp + 1,
+        proposer=VALIDATORS[0].address,
+        epoch=0,
+        validator_set_hash=head.validator_set_hash,
+    )
+    assert ours.rejected == ()
+    executor.commit(ours, b"")
+    builder = reference.get_vm().get_transaction_builder()
+    imported = reference.mine_all(
+        [builder.decode(tx) for tx in txs],
+        coinbase=VALIDATORS[0].address,
+        timestamp=head.timestamp + 1,
+    )[0].imported_block
+    return ours, imported
+
+
+def test_batch_execution_matches_py_evm_block_import(tmp_path: Any) -> None:
+    """Our one-pass application (state root computed once per block, storage tries
+    updated in one batch) gives the same state root as stock py-evm's MiningChain,
+    which recomputes it after every transaction and writes storage key by key."""
+    config = genesis_config()
+    genesis = build_genesis(config, predeploys=())
+    reference = reference_chain(config, [])
     assert reference.get_canonical_head().state_root == genesis.header.state_root
 
     a, b = SENDERS[0], SENDERS[1]
@@ -287,22 +333,8 @@ def test_batch_execution_matches_py_evm_block_import(executor: Executor, tmp_pat
         sign(a, 2, counter, call_data("clear(uint256)", 5)),  # refund
         transfer(a, 3, OUTSIDER, 10**18, price=1),
     ]
-    store = ChainStore.open(tmp_path / "ref.db", genesis)
-    ours = Executor(store).build_block(
-        store.head(),
-        txs,
-        timestamp=config.timestamp + 1,
-        proposer=VALIDATORS[0].address,
-        epoch=0,
-        validator_set_hash=config.validator_set_hash,
-    )
-    builder = reference.get_vm().get_transaction_builder()
-    imported = reference.mine_all(
-        [builder.decode(tx) for tx in txs],
-        coinbase=VALIDATORS[0].address,
-        timestamp=config.timestamp + 1,
-    )[0].imported_block
-    assert ours.rejected == ()
+    with ChainStore.open(tmp_path / "ref.db", genesis) as store:
+        ours, imported = mine_on_both(Executor(store), reference, txs)
     assert [r.status for r in ours.receipts] == [1, 1, 1, 0, 1, 1]
     assert ours.header.state_root == imported.header.state_root
     assert ours.header.receipts_root == imported.header.receipt_root
@@ -311,7 +343,58 @@ def test_batch_execution_matches_py_evm_block_import(executor: Executor, tmp_pat
     assert int.from_bytes(ours.header.logs_bloom, "big") == imported.header.bloom
     evm_receipts = reference.get_canonical_block_by_number(1).get_receipts(reference.chaindb)
     assert [r.encode() for r in ours.receipts] == [r.encode() for r in evm_receipts]
-    store.close()
+
+
+def test_registry_blocks_match_stock_py_evm_state_roots(tmp_path: Any) -> None:
+    """Storage-heavy blocks (registrations, aliases, revocations that delete slots),
+    block after block: the batched storage tries stay identical to py-evm's."""
+    config = genesis_config()
+    predeploys = [
+        Predeploy(p.name, p.address, p.runtime_code, None) for p in default_predeploys(config)
+    ]
+    calls = {p.name: p.init_calldata for p in default_predeploys(config)}
+    reference = reference_chain(config, predeploys)
+    with ChainStore.open(tmp_path / "ours.db", build_genesis(config, predeploys)) as store:
+        executor = Executor(store)
+        assert reference.get_canonical_head().state_root == store.head().state_root
+        publishers = SENDERS[:6]
+        blocks = [
+            [
+                sign(OUTSIDER, i, p.address, calls[p.name] or b"", gas=20_000_000)
+                for i, p in enumerate(predeploys)
+            ],
+            [
+                register_model(s, n, f"model{i}", f"{i}/{n}")
+                for i, s in enumerate(publishers)
+                for n in range(2)
+            ],
+            [
+                register_model(s, 2, f"model{i}", f"{i}/2", parents=[2 * i + 1])
+                for i, s in enumerate(publishers)
+            ]
+            + [
+                sign(
+                    s,
+                    3,
+                    REGISTRY_ADDRESS,
+                    registry_call("setAlias", f"model{i}", "prod", 2 * i + 2),
+                )
+                for i, s in enumerate(publishers)
+            ],
+            [
+                sign(s, 4, REGISTRY_ADDRESS, registry_call("revokeVersion", 2 * i + 2, "bad"))
+                for i, s in enumerate(publishers)
+            ]
+            + [
+                sign(s, 5, REGISTRY_ADDRESS, registry_call("deprecateVersion", 2 * i + 1, "old"))
+                for i, s in enumerate(publishers)
+            ],
+        ]
+        for txs in blocks:
+            ours, imported = mine_on_both(executor, reference, txs)
+            assert all(r.status == 1 for r in ours.receipts), [r.status for r in ours.receipts]
+            assert ours.header.state_root == imported.header.state_root
+            assert ours.header.receipts_root == imported.header.receipt_root
 
 
 def test_blockhash_sees_pending_and_committed_ancestors(executor: Executor) -> None:
