@@ -86,6 +86,12 @@ from node.errors import InvalidInput
 
 __all__ = ["PbftConfig", "PbftEngine"]
 
+#: Phases whose messages live in a (height, view) slot.
+VOTE_KINDS = frozenset({Kind.PRE_PREPARE, Kind.PREPARE, Kind.COMMIT})
+#: Votes for views further ahead than this are dropped (a replica that far behind in
+#: views joins through VIEW-CHANGEs instead); it bounds the slots a flood can create.
+MAX_VIEWS_AHEAD = 64
+
 
 class PbftEngine(ViewChangeRules):
     """One PBFT replica (implements :class:`node.consensus.engine.Engine`)."""
@@ -144,6 +150,9 @@ class PbftEngine(ViewChangeRules):
         if handler is None:
             self._drop(DropReason.INVALID)
             return
+        if message.kind in VOTE_KINDS and message.round > self._view + MAX_VIEWS_AHEAD:
+            self._drop(DropReason.OUT_OF_WINDOW)  # bounds the slots a flood could create
+            return
         drops = self._filter.dropped.total()
         handler(self, message)
         if self._filter.dropped.total() == drops:  # only messages that passed count
@@ -188,6 +197,8 @@ class PbftEngine(ViewChangeRules):
                 self._drop(DropReason.INVALID)
                 break
             self._commit(nxt.height, nxt.block_hash, nxt.payload, nxt.certificate, True)
+            if self._fresh:  # peers committed blocks we never saw: we may have voted
+                self._fresh, self._amnesiac = False, True
         self._drive()
 
     def set_validators(self, validators: ValidatorSet, start_height: int) -> None:
