@@ -26,23 +26,27 @@ checkpoint), VIEW-CHANGE and NEW-VIEW for heights ``<= s + L`` (their height is 
 sender's checkpoint). Making a checkpoint stable garbage-collects the log, the replay
 filter and the equivocation detector at or below it.
 
-*View change* (see :mod:`node.consensus.pbft_viewchange` for the NEW-VIEW rules). The
-timer of the pending height restarts when the height becomes pending and when its
-PRE-PREPARE is accepted (so a slow but working primary is not deposed, and a faulty one
-delays a height by at most two timeouts). If the pending height is not committed within
-the timeout, a replica sends VIEW-CHANGE(v + 1)
-and stops voting in ``v``. It escalates to ``v + 2`` only if a quorum asked for ``v + 1``
-or higher and the NEW-VIEW still did not come within the (doubled) timeout; until then it
-re-sends its VIEW-CHANGE. The timeout doubles with each consecutive view change up to
-``max_timeout`` and resets when a block commits. A replica joins a higher view once
-``f + 1`` others ask for views above its own. Together these prevent view-change storms:
-a replica cut off alone cannot drag the others along, nor run its view far ahead.
+*View change* (the rules are in :mod:`node.consensus.pbft_viewchange`, the NEW-VIEW
+computation in :mod:`node.consensus.pbft_newview`). The timer of the pending height
+restarts when the height becomes pending and when its PRE-PREPARE is accepted (a slow but
+working primary is not deposed; a faulty one delays a height by at most two timeouts).
+Late in the timeout a replica re-sends its own votes (a lost message should not cost a
+view change); at the timeout it sends VIEW-CHANGE(v + 1) and stops voting in ``v``. It
+escalates to ``v + 2`` only once a quorum asked for ``v + 1`` or higher and the NEW-VIEW
+still did not come within the (doubled) timeout; until then it re-sends its VIEW-CHANGE.
+The timeout doubles with each consecutive view change up to ``max_timeout`` and resets
+when a block commits. A replica joins a higher view once ``f + 1`` others ask for views
+above its own. Together these prevent view-change storms: a replica cut off alone can
+neither drag the others along nor run its view far ahead, and it follows the chain by
+commit certificates until the others change view.
 
-*Catch-up.* Evidence of being behind (``q`` COMMITs or CHECKPOINTs for a later height,
-a stable checkpoint or NEW-VIEW above the committed height, ``f + 1`` validators sending
-messages above the window) yields ``Ready.sync``; blocks handed back with
-:meth:`PbftEngine.deliver` are committed once their certificate verifies against the
-validator set and the validator confirms hash, height and parent.
+*Catch-up.* Evidence of being behind yields ``Ready.sync`` (naming a peer known to be
+ahead): ``f + 1`` validators voting above the pending height or sending anything above
+the window, ``q`` COMMITs for a later height or for a block we lack, a stable checkpoint or NEW-VIEW
+above the committed height, a VIEW-CHANGE carrying a commit certificate above it. Blocks
+handed back with :meth:`PbftEngine.deliver` are committed, without replaying messages,
+once their certificate verifies against the validator set and the validator confirms hash,
+height and parent; they reach the host through ``Ready.committed`` like any other.
 
 *Persistence.* ``Ready.persist`` holds the :class:`~node.consensus.pbft_codec.HardState`:
 view, own votes and prepared certificates above the vote floor, the stable checkpoint
@@ -51,15 +55,19 @@ the same ``Ready``; a replica restarted with it never signs a second digest for 
 (phase, height, view) and never votes at or below its floor.
 
 *Votes lost.* A replica started without hard state but with committed blocks (or, at
-genesis, one that sees peers beyond height 1) is *amnesiac*: it may have voted in any view
-its peers have installed. It signs no PRE-PREPARE, PREPARE or COMMIT; it follows the chain
-by commit certificates, checkpoints and catch-up, and marks its VIEW-CHANGEs amnesiac. It
-votes again from the first view installed by a NEW-VIEW that carries one of those marked
-VIEW-CHANGEs: such a NEW-VIEW was built after the restart, and a replica only ever votes in
-a view after its NEW-VIEW, so (one NEW-VIEW per view from an honest primary) it voted in
-no earlier incarnation in that view or any later one. New primaries put amnesiac
-VIEW-CHANGEs into their quorum first; an amnesiac replica never builds a NEW-VIEW itself
-(it may have built one for that very view before, with other re-proposals).
+genesis, one that learns that its peers are past height 1) is *amnesiac*: it may have
+voted in any view its peers have installed. It signs no PRE-PREPARE, PREPARE or COMMIT;
+it follows the chain by commit certificates, checkpoints and catch-up, and marks its
+VIEW-CHANGEs amnesiac. It votes again from the first view installed by a NEW-VIEW that
+carries one of those marked VIEW-CHANGEs: that NEW-VIEW was built after the restart, and a
+replica votes in a view only after its NEW-VIEW, so (an honest primary builds one NEW-VIEW
+per view) it voted in that view in no earlier incarnation. In a later view it may meet
+again it votes after that view's NEW-VIEW, on the single PRE-PREPARE an honest primary
+signs per slot, so it can only repeat a digest, never contradict one. New primaries put
+amnesiac VIEW-CHANGEs into their quorum first; an amnesiac replica never builds a NEW-VIEW
+itself (it may have built one for that very view before, with other re-proposals). What
+remains is a Byzantine primary equivocating towards an amnesiac replica, and that primary
+leaves evidence.
 """
 
 from __future__ import annotations
