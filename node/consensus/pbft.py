@@ -217,30 +217,14 @@ class PbftEngine(ViewChangeRules):
     def has_ready(self) -> bool:
         """True when :meth:`ready` would return something."""
         self._flush_hard_state()
-        return bool(
-            self._pending_persist is not None
-            or self._out
-            or self._out_committed
-            or self._out_evidence
-            or self._out_sync
-            or self._out_propose is not None
-        )
+        return self._pending_persist is not None or not self._outbox.is_empty()
 
     def ready(self) -> Ready:
         """Drain what the host must do now: persist, send, commit, record, answer."""
         self._flush_hard_state()
-        r = Ready(
-            persist=self._pending_persist,
-            messages=self._out,
-            committed=self._out_committed,
-            evidence=self._out_evidence,
-            propose=self._out_propose,
-            sync=self._out_sync,
-        )
-        self._pending_persist = None
-        self._out, self._out_committed, self._out_evidence, self._out_sync = [], [], [], []
-        self._out_propose = None
-        return r
+        out, self._outbox = self._outbox, Ready()
+        out.persist, self._pending_persist = self._pending_persist, None
+        return out
 
     def advance(self) -> None:
         """Acknowledge the last :meth:`ready` (outputs are drained by ``ready`` itself)."""
@@ -416,7 +400,7 @@ class PbftEngine(ViewChangeRules):
         if self._proposal_asked == (h, self._view) or not self._may_propose(h):
             return
         self._proposal_asked = (h, self._view)
-        self._out_propose = ProposalRequest(h, self._view, self._committed_hash)
+        self._outbox.propose = ProposalRequest(h, self._view, self._committed_hash)
 
     def _may_propose(self, h: int) -> bool:
         v = self._view
@@ -441,7 +425,7 @@ class PbftEngine(ViewChangeRules):
         self._committed_height, self._committed_hash = h, digest
         self._last_certificate = cert
         self._hashes[h] = digest
-        self._out_committed.append(CommittedBlock(h, digest, payload, cert))
+        self._outbox.committed.append(CommittedBlock(h, digest, payload, cert))
         self._floor = max(self._floor, h)
         self._votes = {k: d for k, d in self._votes.items() if k[1] > self._floor}
         self._timer, self._consecutive, self._proposal_asked = 0, 0, None

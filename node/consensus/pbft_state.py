@@ -29,10 +29,10 @@ from node.consensus.engine import (
     DropReason,
     MessageFilter,
     Outbound,
-    ProposalRequest,
+    Ready,
     SyncRequest,
 )
-from node.consensus.evidence import EquivocationDetector, EquivocationEvidence
+from node.consensus.evidence import EquivocationDetector
 from node.consensus.messages import EngineId, Kind, SignedMessage, Signer
 from node.consensus.pbft_codec import (
     CheckpointProof,
@@ -120,11 +120,7 @@ class PbftState:
         self._delivered: dict[int, CommittedBlock] = {}
         self._evidence_total = 0
         self.refused_votes = 0  # conflicting votes refused (the persistence contract at work)
-        self._out: list[Outbound] = []
-        self._out_committed: list[CommittedBlock] = []
-        self._out_evidence: list[EquivocationEvidence] = []
-        self._out_sync: list[SyncRequest] = []
-        self._out_propose: ProposalRequest | None = None
+        self._outbox = Ready()  # what the next ready() hands over (persist added then)
         self._dirty = True
         self._last_persist = hard_state
         self._pending_persist: bytes | None = None
@@ -233,7 +229,7 @@ class PbftState:
         ev = self._detector.observe(msg)
         if ev is None:
             return
-        self._out_evidence.append(ev)
+        self._outbox.evidence.append(ev)
         self._evidence_total += 1
         if msg.kind == Kind.PRE_PREPARE and self._active and msg.round == self._view:
             self._equivocating_view = msg.round  # acted on in _drive, outside handlers
@@ -274,7 +270,7 @@ class PbftState:
         return msg
 
     def _broadcast(self, msg: SignedMessage) -> None:
-        self._out.append(Outbound(None, msg))
+        self._outbox.messages.append(Outbound(None, msg))
 
     # ------------------------------------------------ stable checkpoints and GC
 
@@ -326,7 +322,7 @@ class PbftState:
         self._last_sync = (start, self._ticks)
         ahead = sorted(a for a, h in self._ahead.items() if h > start)
         peer = ahead[self._sync_attempts % len(ahead)] if ahead else None
-        self._out_sync.append(SyncRequest(start, peer))
+        self._outbox.sync.append(SyncRequest(start, peer))
 
     def _recently_synced(self) -> bool:
         last = self._last_sync

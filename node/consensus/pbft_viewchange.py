@@ -121,7 +121,9 @@ class ViewChangeRules(PbftState):
         t = msg.round
         if t < self._view or (self._active and t == self._view):
             if self._active and self._nv_message is not None and msg.signer != self._me:
-                self._out.append(Outbound(msg.signer, self._nv_message))  # help it catch up
+                self._outbox.messages.append(
+                    Outbound(msg.signer, self._nv_message)
+                )  # help it catch up
             self._drop(DropReason.OUT_OF_WINDOW)
             return
         try:
