@@ -121,9 +121,8 @@ class ViewChangeRules(PbftState):
         t = msg.round
         if t < self._view or (self._active and t == self._view):
             if self._active and self._nv_message is not None and msg.signer != self._me:
-                self._outbox.messages.append(
-                    Outbound(msg.signer, self._nv_message)
-                )  # help it catch up
+                # It missed the NEW-VIEW of a view we installed: hand it over.
+                self._outbox.messages.append(Outbound(msg.signer, self._nv_message))
             self._drop(DropReason.OUT_OF_WINDOW)
             return
         try:
@@ -234,6 +233,8 @@ class ViewChangeRules(PbftState):
         pps: list[SignedMessage],
     ) -> None:
         t = msg.round
+        if self._active:
+            self._round_changes += 1  # jumped to a later view without asking for it
         self._view, self._active, self._vc_quorum = t, True, False
         self._timer, self._proposal_asked = 0, None
         self._nv_message = msg
