@@ -91,3 +91,15 @@ def test_slot_clock_more_than_a_slot_ahead_of_the_committee_runs_at_half_speed()
     ended = sum(clock.tick() for _ in range(60))
     assert ended == 2 + 2  # two slots at full speed, then 20 ticks per slot
     assert clock.slot == 4
+
+
+def test_a_producer_chains_at_most_blocks_per_slot_blocks_in_its_slot() -> None:
+    net = Net(4, DposConfig(chain_id=CHAIN_ID, blocks_per_slot=2))
+    net.run(40)
+    per_slot: dict[int, list[int]] = {}
+    for m in (m for d in net.delegates for m in d.sent if m.kind == Kind.BLOCK):
+        assert m.signer == net.vset.member_at(m.round)
+        per_slot.setdefault(m.round, []).append(m.height)
+    assert len(per_slot) >= 4 and all(len(hs) == 2 for hs in per_slot.values())
+    net.assert_agreement()
+    assert min(net.heights()) >= 7
