@@ -78,6 +78,11 @@ MEMBER_ROLES: Final = ("ADMIN", "TWIN", "PUBLISHER", "AUDITOR")
 GENESIS_BALANCE: Final = 10**6 * 10**18
 #: Genesis consensus timeouts, in ticks (names read by node.replica).
 GENESIS_TIMEOUTS: Final = {"request": 20, "max": 320, "slot": 10, "confirm": 40}
+#: Ticks a proposer waits for transactions before an empty (heartbeat) block. Under DPoS
+#: it must be well inside a slot: at the replica's default (request // 2 = one whole
+#: slot) the producer's slot ends first and a network without transactions never
+#: leaves height 0.
+EMPTY_BLOCK_TICKS: Final = {"pbft": 10, "dpos": 4}
 EPOCH_LENGTH: Final = 100
 CHECKPOINT_INTERVAL: Final = 10
 
@@ -322,7 +327,7 @@ def init_network(
     staging = root.parent / f".{root.name}.init-{secrets.token_hex(4)}"
     staging.mkdir(mode=_PRIVATE_DIR)
     try:
-        layout = _write_network(staging, plan, progress or (lambda _: None))
+        _write_network(staging, plan, progress or (lambda _: None))
         _check_target(root)  # someone may have written there meanwhile
         try:
             os.rename(staging, root)  # replaces an empty directory atomically
@@ -331,7 +336,7 @@ def init_network(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return _rebase(layout, staging, root)
+    return load_network(root)  # the summary as written, with its final paths
 
 
 def _check_target(root: Path) -> None:
@@ -565,7 +570,7 @@ def _genesis_document(
             "committee_size": plan.nodes,
             "max_votes": plan.nodes,
             "unstake_delay": EPOCH_LENGTH,
-            "timeouts": dict(GENESIS_TIMEOUTS),
+            "timeouts": {**GENESIS_TIMEOUTS, "empty_block": EMPTY_BLOCK_TICKS[plan.engine]},
         },
         "validators": validators,
         "admins": admins,
@@ -627,38 +632,6 @@ def _node_toml(miner: MinerInfo, root: Path, peers: dict[str, str]) -> str:
 def _write_summary(layout: NetworkLayout) -> None:
     text = json.dumps(layout.to_json(), indent=2) + "\n"
     pki.write_file_atomic(layout.root / NETWORK_FILE, text.encode(), 0o644)
-
-
-def _rebase(layout: NetworkLayout, old: Path, new: Path) -> NetworkLayout:
-    """The same layout with every path moved from ``old`` to ``new``."""
-
-    def move(path: Path) -> Path:
-        return new / path.relative_to(old)
-
-    return replace(
-        layout,
-        root=new,
-        genesis=move(layout.genesis),
-        ca_cert=move(layout.ca_cert),
-        auth_secret=move(layout.auth_secret),
-        miners=tuple(
-            replace(
-                m,
-                config=move(m.config),
-                keystore=move(m.keystore),
-                password_file=move(m.password_file),
-                tls_cert=move(m.tls_cert),
-                tls_key=move(m.tls_key),
-                data_dir=move(m.data_dir),
-                dir=move(m.dir),
-            )
-            for m in layout.miners
-        ),
-        accounts=tuple(
-            replace(a, keystore=move(a.keystore), password_file=move(a.password_file))
-            for a in layout.accounts
-        ),
-    )
 
 
 # ---------------------------------------------------------------------------

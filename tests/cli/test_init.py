@@ -143,6 +143,8 @@ def test_dpos_network_with_a_shared_password(tmp_path: Path) -> None:
     layout = load_network(tmp_path / "net")
     genesis = load_genesis(layout.genesis)
     assert genesis.consensus.engine == "dpos" and genesis.consensus.committee_size == 3
+    # A producer must propose its heartbeat block before its slot ends.
+    assert genesis.consensus.timeout("empty_block", 0) < genesis.consensus.timeout("slot", 0)
     assert genesis.admin_threshold == 1 and not genesis.roles
     entries: list[MinerInfo | AccountInfo] = [*layout.miners, *layout.accounts]
     for entry in entries:

@@ -197,10 +197,12 @@ def test_up_in_the_foreground_stops_every_miner_on_sigterm(layout: NetworkLayout
 
 
 @pytest.mark.timeout(300)
-def test_real_network_comes_up_with_detach_and_goes_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["pbft", "dpos"])
+def test_real_network_comes_up_with_detach_and_goes_down(tmp_path: Path, engine: str) -> None:
     root = tmp_path / "net"
+    command = ["up", "--detach", "--nodes", "4", "--consensus", engine, "--dir", str(root)]
     up = subprocess.run(
-        [sys.executable, "-c", _MAIN, "up", "--detach", "--nodes", "4", "--dir", str(root)],
+        [sys.executable, "-c", _MAIN, *command],
         capture_output=True,
         text=True,
         timeout=240,
@@ -215,7 +217,7 @@ def test_real_network_comes_up_with_detach_and_goes_down(tmp_path: Path) -> None
             status = httpx.get(miner.rpc_url + "/status", timeout=5).json()
             assert status["height"] >= 1
             assert status["address"].lower() == miner.address.lower()
-            assert status["engine"] == "pbft"
+            assert status["engine"] == engine
     finally:
         down = subprocess.run(
             [sys.executable, "-c", _MAIN, "down", "--dir", str(root)],
