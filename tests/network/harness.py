@@ -204,7 +204,7 @@ def running_network(
     net = Network.create(root, nodes=nodes, engine=engine, **kw)
     try:
         net.start_all()
-        net.wait_height(1, timeout=90)
+        net.wait_height(1, timeout=150)
         yield net
     finally:
         for i in list(net.procs):
