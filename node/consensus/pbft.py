@@ -136,7 +136,9 @@ class PbftEngine(ViewChangeRules):
         self._timer += 1
         if self.pending_height > self._stable.height + self.config.watermark_window:
             self._timer = 0  # waiting for a stable checkpoint is not the primary's fault
-        nudge = self.timeout * 3 // 4
+        # Re-send late in a view (votes), but often during a view change: one lost
+        # VIEW-CHANGE must not make the others escalate past the view it would complete.
+        nudge = self.timeout * 3 // 4 if self._active else self.config.base_timeout
         if self._timer >= self.timeout:
             self._on_timeout()
         elif self._timer >= nudge and (self._timer - nudge) % self.config.base_timeout == 0:

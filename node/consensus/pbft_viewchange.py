@@ -6,8 +6,8 @@ Timers: the pending height's timer restarts when the height becomes pending and 
 PRE-PREPARE is accepted. Late in the timeout a replica re-sends its own votes for the
 pending height (a lost message should not cost a view change); at the timeout it sends
 VIEW-CHANGE(v + 1) and stops voting in ``v``. In a view change it re-sends its
-VIEW-CHANGE each timeout until a quorum asked for its view or a higher one, and only then
-may the next timeout move it on to ``v + 2`` (no replica runs ahead alone). ``f + 1``
+VIEW-CHANGE every ``base_timeout`` ticks; once a quorum asked for its view or a higher one
+the next timeout moves it on to ``v + 2``, never before (no replica runs ahead alone). ``f + 1``
 validators asking for higher views make it join the lowest of the ``f + 1`` highest.
 Each consecutive view change doubles the timeout up to ``max_timeout``; a commit resets
 it.
