@@ -89,10 +89,10 @@ def _errors() -> Iterator[None]:
 def _admins(value: str) -> tuple[int, int]:
     k, sep, m = value.partition("/")
     if not sep or not k.strip().isdigit() or not m.strip().isdigit():
-        raise typer.BadParameter(f"expected K/M (e.g. 2/3), got {value!r}")
+        raise typer.BadParameter(f"expected K/M (e.g. 2/3), got {value!r}", param_hint="--admins")
     threshold, count = int(k), int(m)
     if not 1 <= threshold <= count:
-        raise typer.BadParameter(f"need 1 <= K <= M, got {value}")
+        raise typer.BadParameter(f"need 1 <= K <= M, got {value}", param_hint="--admins")
     return threshold, count
 
 
@@ -104,9 +104,10 @@ def _read_password(file: Path | None, env: str | None) -> str | None:
         return None
     from node.pki import read_password
 
-    with _errors():
+    try:
         return read_password(file, env)
-    raise AssertionError("unreachable")  # pragma: no cover
+    except TwinChainError as exc:
+        _fail(str(exc), _exit_code(exc))
 
 
 PasswordFile = Annotated[
@@ -177,7 +178,7 @@ def init(
     from node.init import FAST_SCRYPT_N, init_network
 
     base_rpc = None if base_port is None else base_port + 100
-    with _errors(), console.status("creating the network") as status:
+    with _errors(), err_console.status("creating the network") as status:
         layout = init_network(
             out,
             nodes=nodes,
@@ -560,7 +561,7 @@ def _open_or_init(directory: Path, nodes: int | None, engine: Engine | None) -> 
     from node.init import FAST_SCRYPT_N, init_network, load_network
 
     if not directory.exists() or (directory.is_dir() and not any(directory.iterdir())):
-        console.print(f"Creating a network in {directory} ...", highlight=False)
+        err_console.print(f"Creating a network in {directory} ...", highlight=False)
         return init_network(
             directory,
             nodes=4 if nodes is None else nodes,
@@ -639,7 +640,7 @@ def up(
         keep_running = False
         try:
             _start_miners(layout, launched)
-            with console.status(f"waiting for {len(launched)} miners to commit block 1"):
+            with err_console.status(f"waiting for {len(launched)} miners to commit block 1"):
                 statuses = _wait_until_up(launched, timeout, stop)
             _report_up(layout, launched, statuses, as_json)
             if detach:
