@@ -450,6 +450,9 @@ def _start_miners(layout: NetworkLayout, launched: list[_Launched]) -> None:
     env = _child_env()
     for miner in layout.miners:
         with open(_log_file(miner), "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"--- twinchain up: starting {miner.name} at {stamp} ---\n".encode())
+            log.flush()
             process = subprocess.Popen(
                 node_command(miner.config),
                 stdin=subprocess.DEVNULL,
