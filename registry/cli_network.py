@@ -4,9 +4,9 @@ Exit codes: 0 success; 1 a runtime failure (a miner did not come up, a keystore 
 unlock with the password given, a process could not be stopped); 2 bad usage or input
 (an option out of range, a non-empty directory, a missing or malformed file).
 
-``twinchain up`` runs every miner as its own process (``python -c 'registry.cli.main()'
-node start --config DIR/node-i.toml``, with the interpreter that runs ``up``, so it
-works from a virtualenv that is not activated), logs to ``DIR/node-i/node.log`` and
+``twinchain up`` runs every miner as its own process (``python -m registry.cli node
+start --config DIR/node-i.toml``, with the interpreter that runs ``up``, so it works
+from a virtualenv that is not activated), logs to ``DIR/node-i/node.log`` and
 records ``DIR/node-i/node.pid``; ``twinchain down`` uses the pid files, and only signals
 a process whose command line still names that miner's config (a reused pid is left
 alone).
@@ -351,12 +351,10 @@ def _checksum(address: bytes | str) -> str:
 def node_command(config: Path) -> list[str]:
     """The argv that starts one miner, with the interpreter running this command.
 
-    ``python -c`` rather than the ``twinchain`` script so that it works from a venv
-    that is not on PATH, and rather than ``-m registry.cli`` because that module has
-    no ``__main__`` guard.
+    ``python -m registry.cli`` rather than the ``twinchain`` script, so that it works
+    from a virtualenv that is not on PATH.
     """
-    code = "import sys; from registry.cli import main; sys.argv[0] = 'twinchain'; main()"
-    return [sys.executable, "-c", code, "node", "start", "--config", str(config)]
+    return [sys.executable, "-m", "registry.cli", "node", "start", "--config", str(config)]
 
 
 def _child_env() -> dict[str, str]:

@@ -23,7 +23,7 @@ from registry import cli_network
 from tests.cli.conftest import twinchain
 
 FAKE_MINER = Path(__file__).with_name("fake_miner.py")
-_MAIN = "import sys; sys.argv[0] = 'twinchain'; from registry.cli import main; main()"
+TWINCHAIN = [sys.executable, "-m", "registry.cli"]
 
 
 def fake_command(config: Path) -> list[str]:
@@ -202,7 +202,7 @@ def test_real_network_comes_up_with_detach_and_goes_down(tmp_path: Path, engine:
     root = tmp_path / "net"
     command = ["up", "--detach", "--nodes", "4", "--consensus", engine, "--dir", str(root)]
     up = subprocess.run(
-        [sys.executable, "-c", _MAIN, *command],
+        [*TWINCHAIN, *command],
         capture_output=True,
         text=True,
         timeout=240,
@@ -220,7 +220,7 @@ def test_real_network_comes_up_with_detach_and_goes_down(tmp_path: Path, engine:
             assert status["engine"] == engine
     finally:
         down = subprocess.run(
-            [sys.executable, "-c", _MAIN, "down", "--dir", str(root)],
+            [*TWINCHAIN, "down", "--dir", str(root)],
             capture_output=True,
             text=True,
             timeout=60,
