@@ -536,9 +536,19 @@ def fetch_missing(
     ``digest`` and ``size``, so a lying source is cut off as soon as it sends too much and
     its bytes never become visible; the next source is then tried. The deadline is
     checked before each source and between chunks. Errors of our own store
-    (:class:`StorageError`) propagate: no peer can fix a full disk.
+    (:class:`StorageError`) propagate: no peer can fix a full disk; so does
+    :class:`InvalidInput` for a ``size`` no writer would accept (negative, or over the
+    store's limit), before any peer is asked.
+
+    A blob already stored counts only if its size is ``size``: a stored copy of another
+    size is damaged (and is replaced by a good fetch), or ``size`` is wrong, in which case
+    every honest source fails too and the answer is False — a miner must not vote for a
+    registration whose size contradicts its digest.
     """
-    if store.has(digest):
+    if size is not None and not 0 <= size <= store.max_blob_bytes:
+        raise InvalidInput(f"artifact size {size} is outside [0, {store.max_blob_bytes}]")
+    stored_size = store.size(digest)
+    if stored_size is not None and size in (None, stored_size):
         return True
     deadline = time.monotonic() + deadline_seconds
     for index, source in enumerate(sources):

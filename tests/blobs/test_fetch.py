@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.blobs import ArtifactDigest, BlobFetcher, BlobStore, fetch_missing
-from node.errors import NotFound, StorageError
+from node.errors import InvalidInput, NotFound, StorageError
 from tests.blobs.helpers import blob_files, temp_files
 
 DATA = os.urandom(200_000)
@@ -122,3 +122,28 @@ def test_our_own_storage_failure_is_not_blamed_on_peers(store: BlobStore) -> Non
     with pytest.raises(StorageError, match="cannot create blob temp file"):
         fetch_missing(store, DIGEST, len(DATA), [Peer(), second], deadline_seconds=10)
     assert second.asked == []
+
+
+def test_a_stored_copy_of_the_wrong_size_is_refetched(store: BlobStore) -> None:
+    store.put_bytes(DATA)
+    path = store.path(DIGEST)
+    path.chmod(0o644)
+    path.write_bytes(DATA[:1000])  # truncated on disk
+    assert fetch_missing(store, DIGEST, len(DATA), [Peer()], deadline_seconds=10)
+    assert store.verify(DIGEST)
+
+
+def test_a_size_contradicting_the_digest_is_never_confirmed(store: BlobStore) -> None:
+    store.put_bytes(DATA)
+    honest = Peer()
+    assert not fetch_missing(store, DIGEST, len(DATA) + 1, [honest], deadline_seconds=10)
+    assert honest.asked == [DIGEST]
+    assert store.verify(DIGEST)  # the good copy is untouched
+
+
+@pytest.mark.parametrize("size", [-1, (1 << 20) + 1])
+def test_an_impossible_size_is_refused_before_asking_peers(store: BlobStore, size: int) -> None:
+    peer = Peer()
+    with pytest.raises(InvalidInput, match="outside"):
+        fetch_missing(store, DIGEST, size, [peer], deadline_seconds=10)
+    assert peer.asked == []
