@@ -118,8 +118,12 @@ class Replica:
         base = genesis.consensus.timeout("request", 20)
         #: Ticks a proposer waits for transactions before proposing an empty block.
         self.empty_block_ticks = genesis.consensus.timeout("empty_block", max(1, base // 2))
+        #: Ticks a proposer lets transactions accumulate after the first one arrived
+        #: while it was waiting (one block for a burst instead of one per transaction).
+        self.batch_ticks = genesis.consensus.timeout("batch", 2)
         self._request: ProposalRequest | None = None
         self._request_age = 0
+        self._batch_start: int | None = None
         head = self.store.head()
         self.engine: Engine = self._build_engine(head)
         # The sets of the epochs whose boundary block is already committed.
@@ -325,7 +329,9 @@ class Replica:
             out.messages.extend(rd.messages)
             out.sync.extend(rd.sync)
             if rd.propose is not None:
-                self._request, self._request_age = rd.propose, 0
+                self._request, self._request_age, self._batch_start = rd.propose, 0, None
+                if len(self.mempool):  # transactions queued during the last round
+                    self._batch_start = -self.batch_ticks
                 self._maybe_propose()
         return out
 
@@ -376,9 +382,16 @@ class Replica:
         request = self._request
         if request is None:
             return
-        if len(self.mempool) == 0 and self._request_age < self.empty_block_ticks:
+        if len(self.mempool) and self._batch_start is None:
+            self._batch_start = self._request_age
+        heartbeat = self._request_age >= self.empty_block_ticks
+        batched = (
+            self._batch_start is not None
+            and self._request_age - self._batch_start >= self.batch_ticks
+        )
+        if not (heartbeat or batched or len(self.mempool) >= MAX_BLOCK_TRANSACTIONS):
             return
-        self._request = None
+        self._request, self._batch_start = None, None
         self._propose(request)
 
     def _propose(self, request: ProposalRequest) -> None:
