@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="max ticks a host takes to build a proposed block",
     )
     p.add_argument(
+        "--epoch-length",
+        type=int,
+        default=_D.epoch_length,
+        help="rotate the committee every this many heights (0: one static validator set)",
+    )
+    p.add_argument(
         "--config",
         action="append",
         default=[],
@@ -103,6 +109,7 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         partitions=args.partitions,
         crashes=args.crashes,
         propose_delay=args.propose_delay,
+        epoch_length=args.epoch_length,
         config=parse_config(args.config),
     )
 

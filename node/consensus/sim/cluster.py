@@ -30,7 +30,7 @@ from node.consensus.messages import SignedMessage, Signer
 from node.consensus.sim.byzantine import Behaviour, parse_profile
 from node.consensus.sim.checker import SafetyChecker
 from node.consensus.sim.engines import ENGINES, SIM_CHAIN_ID, engine_factory
-from node.consensus.sim.host import Host, HostContext
+from node.consensus.sim.host import Host, HostContext, committee
 from node.consensus.sim.network import Envelope, LinkFaults, Network
 from node.consensus.sim.options import SimOptions
 from node.consensus.sim.report import SimResult
@@ -82,7 +82,7 @@ class Simulation:
         self.checker = SafetyChecker(
             SIM_CHAIN_ID,
             spec.commit_kind,
-            lambda _height: self.validators,
+            self.committee_at,
             frozenset(signers[i].address for i in self.honest),
         )
         self.ctx = HostContext(
@@ -90,10 +90,13 @@ class Simulation:
             validators=self.validators,
             network=self.network,
             checker=self.checker,
-            factory=engine_factory(options.engine, SIM_CHAIN_ID, options.config),
+            factory=engine_factory(
+                options.engine, SIM_CHAIN_ID, options.config, options.epoch_length
+            ),
             address_index={s.address: i for i, s in enumerate(signers)},
             byzantine=self.byzantine,
             propose_delay=options.propose_delay,
+            epoch_length=options.epoch_length,
         )
         self.hosts = [self._make_host(i, signers[i]) for i in range(n)]
         self.expectations: list[_Expectation] = []
@@ -112,6 +115,10 @@ class Simulation:
         return Host(i, signer, self.ctx, rng, rate, byzantine=profile, outsider=outsider_signer(i))
 
     # -- what scenarios use -----------------------------------------------------------
+
+    def committee_at(self, height: int) -> ValidatorSet:
+        """The validator set in force at ``height`` (rotating when ``epoch_length`` > 0)."""
+        return committee(self.validators, self.options.epoch_length, height)
 
     def running_honest(self) -> list[int]:
         """Indices of honest replicas that are up."""

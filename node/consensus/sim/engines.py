@@ -28,6 +28,7 @@ class EngineSpec:
     commit_kind: Kind
     build: Callable[[int, dict[str, int]], EngineFactory]
     defaults: tuple[tuple[str, int], ...] = ()
+    epoch_key: str | None = None  # config field that must match the simulated epochs
 
 
 def _pbft(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
@@ -86,7 +87,7 @@ ENGINES: dict[str, EngineSpec] = {
     "pbft": EngineSpec(
         "pbft", Kind.COMMIT, _pbft, defaults=(("base_timeout", 10), ("max_timeout", 80))
     ),
-    "dpos": EngineSpec("dpos", Kind.CONFIRM, _dpos),
+    "dpos": EngineSpec("dpos", Kind.CONFIRM, _dpos, epoch_key="epoch_length"),
 }
 
 
@@ -95,12 +96,16 @@ def register_engine(spec: EngineSpec) -> None:
     ENGINES[spec.name] = spec
 
 
-def engine_factory(name: str, chain_id: int, config: tuple[tuple[str, int], ...]) -> EngineFactory:
-    """The factory for ``name`` with the simulator defaults overridden by ``config``."""
+def engine_factory(
+    name: str, chain_id: int, config: tuple[tuple[str, int], ...], epoch_length: int = 0
+) -> EngineFactory:
+    """The factory for ``name``: simulator defaults, then the epochs, then ``config``."""
     try:
         spec = ENGINES[name]
     except KeyError:
         raise ValueError(f"unknown engine {name!r}; one of {sorted(ENGINES)}") from None
     settings = dict(spec.defaults)
+    if epoch_length > 0 and spec.epoch_key is not None:
+        settings[spec.epoch_key] = epoch_length
     settings.update(config)
     return spec.build(chain_id, settings)

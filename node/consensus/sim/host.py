@@ -88,7 +88,23 @@ class HostContext:
     address_index: dict[bytes, int]
     byzantine: frozenset[int] = frozenset()
     propose_delay: int = 0
+    epoch_length: int = 0  # > 0: a new committee every epoch_length heights
     on_sent: Callable[[int, SignedMessage], None] | None = None
+
+
+def committee(validators: ValidatorSet, epoch_length: int, height: int) -> ValidatorSet:
+    """The committee in force at ``height``: the same members, rotated by the epoch index.
+
+    The simulator's stand-in for the Election contract: every epoch reorders the members,
+    which moves the PBFT primaries and the DPoS producer schedule, and every honest host
+    derives it from committed chain state alone (the epoch boundary), as a real one would.
+    """
+    if epoch_length <= 0:
+        return validators
+    epoch = height // epoch_length
+    k = epoch % validators.n
+    members = validators.members[k:] + validators.members[:k]
+    return ValidatorSet(epoch, members)
 
 
 class Host:
@@ -120,6 +136,7 @@ class Host:
         self._pending_proposal: tuple[int, ProposalRequest] | None = None
         self._asked: dict[tuple[int, int], int] = {}
         self.book = BlockBook()
+        self._offered_epoch = 0
         self.now = 0
 
     @property
@@ -143,7 +160,7 @@ class Host:
             self.book.learn(blk.block_hash, blk.height)
         inner = self.ctx.factory(
             self.signer,
-            self.ctx.validators,
+            self.committee_at(self.store.height + 1),
             self.book.validate,
             self.store.height,
             self.store.tip_hash,
@@ -161,11 +178,31 @@ class Host:
                 self.byzantine,
             )
         self.engine = inner
+        self._offered_epoch = (self.store.height + 1) // max(1, self.ctx.epoch_length)
+        self._offer_committees()
         self.incarnation += 1
         self._tick_credit = 0.0
         self._pending_proposal = None
         self._asked.clear()
         self.drain()
+
+    def committee_at(self, height: int) -> ValidatorSet:
+        """The validator set in force at ``height``."""
+        return committee(self.ctx.validators, self.ctx.epoch_length, height)
+
+    def _offer_committees(self) -> None:
+        """Hand the engine every committee the committed chain has determined.
+
+        The committee of epoch ``k`` is fixed by the block at height ``(k-1)*E`` and takes
+        effect at ``k*E`` (DPoS: the engine switches only once that block is final).
+        """
+        e = self.ctx.epoch_length
+        if e <= 0 or self.engine is None:
+            return
+        while self._offered_epoch * e <= self.store.height:
+            k = self._offered_epoch + 1
+            self.engine.set_validators(self.committee_at(k * e), k * e)
+            self._offered_epoch = k
 
     def crash(self) -> None:
         """Lose everything not in the durable store."""
@@ -277,6 +314,7 @@ class Host:
         if blk.height == self.store.height + 1:
             self.store.chain.append(blk)
             self.book.learn(blk.block_hash, blk.height)
+            self._offer_committees()
 
     def _on_propose(self, request: ProposalRequest) -> None:
         assert self.engine is not None

@@ -35,6 +35,7 @@ class SimOptions:
     partitions: int = 1
     crashes: int = 1
     propose_delay: int = 0
+    epoch_length: int = 0
     config: tuple[tuple[str, int], ...] = field(default=())
 
     def __post_init__(self) -> None:
