@@ -81,6 +81,7 @@ from node.consensus.engine import (
     CommittedBlock,
     DropReason,
     EngineStatus,
+    Outbound,
     ProposalRequest,
     Ready,
 )
@@ -258,6 +259,7 @@ class PbftEngine(ViewChangeRules):
         self._observe(msg)  # a signature is a fact, even over a bad block
         self._note_height(msg.signer, h)
         if h <= self._committed_height:
+            self._help_lagging(msg, h)
             return
         if h == self.pending_height:
             if self._block_info(h, msg.digest, msg.payload) is None:
@@ -278,6 +280,8 @@ class PbftEngine(ViewChangeRules):
         self._note_height(msg.signer, h)
         if h > self._committed_height:
             self._log.at(h).slot(v).prepares.setdefault(msg.signer, msg)
+        else:
+            self._help_lagging(msg, h)
 
     def _on_commit(self, msg: SignedMessage) -> None:
         h, v = msg.height, msg.round
@@ -287,6 +291,7 @@ class PbftEngine(ViewChangeRules):
         self._observe(msg)
         self._note_height(msg.signer, h)
         if h <= self._committed_height:
+            self._help_lagging(msg, h)
             return
         slot = self._log.at(h).slot(v)
         slot.commits.setdefault(msg.signer, msg)
@@ -305,6 +310,26 @@ class PbftEngine(ViewChangeRules):
             return
         self._log.add_checkpoint(msg)
         self._check_stable(h)
+
+    def _help_lagging(self, msg: SignedMessage, h: int) -> None:
+        """``msg``'s sender still works on ``h``, which we committed. If it does so in a
+        later view than the one that decided ``h`` (or two heights back), it missed the
+        decision, not merely sent late: forward it the COMMITs that decided ``h`` (once
+        per peer and height) so it commits without waiting for a view change. The votes
+        are signed by their authors; the peer checks them like any other."""
+        log, peer = self._log.peek(h), msg.signer
+        if log is None or peer == self._me or (peer, h) in self._helped:
+            return
+        digest, quorum = self._hashes.get(h), self._vset_at(h).quorum
+        for view in log.views():
+            votes = [m for m in log.slots[view].commits.values() if m.digest == digest]
+            if len(votes) < quorum:
+                continue
+            if msg.round > view or h < self._committed_height - 1:
+                self._helped.add((peer, h))
+                for vote in sorted(votes, key=lambda m: m.signer)[:quorum]:
+                    self._outbox.messages.append(Outbound(peer, vote))
+            return
 
     # -------------------------------------------------------------- normal case
 

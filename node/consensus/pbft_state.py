@@ -118,6 +118,7 @@ class PbftState:
         self._last_sync: tuple[int, int] | None = None
         self._sync_attempts = 0
         self._delivered: dict[int, CommittedBlock] = {}
+        self._helped: set[tuple[Address, int]] = set()  # (lagging peer, height) answered
         self._evidence_total = 0
         self.refused_votes = 0  # conflicting votes refused (the persistence contract at work)
         self._outbox = Ready()  # what the next ready() hands over (persist added then)
@@ -299,6 +300,7 @@ class PbftState:
         self._prepared = {h: c for h, c in self._prepared.items() if h > s}
         self._nv_plan = {h: d for h, d in self._nv_plan.items() if h > s}
         self._log.collect_through(s)
+        self._helped = {(a, h) for a, h in self._helped if h > s}
         self._filter.forget_below(s + 1)
         self._detector.forget_below(s + 1)
         self._dirty = True

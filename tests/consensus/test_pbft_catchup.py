@@ -84,3 +84,23 @@ def test_f_plus_1_validators_ahead_ask_for_catch_up_but_one_does_not() -> None:
     (req,) = e.ready().sync
     assert req.from_height == 1 and req.peer in (c.address(2), c.address(3))
     assert e.committed_height == 0  # nothing is committed from messages it cannot check
+
+
+def test_replica_voting_on_a_decided_height_in_a_later_view_gets_the_commits() -> None:
+    c = Cluster(4)
+    c.stop_at = 1
+    c.intercept = lambda _s, d, m: not (d == 3 and m.kind == Kind.COMMIT)  # 3 misses them
+    c.pump()
+    assert c.heights() == [1, 1, 1, 0]
+    e, lagging = c.engine(1), c.signers[3]
+    d = c.replicas[1].chain[0].block_hash
+    e.step(sign(lagging, Kind.COMMIT, 1, 0, d))  # merely late, same view: nothing to do
+    assert e.ready().messages == []
+    e.step(sign(lagging, Kind.PREPARE, 1, 1, d))  # still at height 1, in view 1: it missed it
+    forwarded = e.ready().messages
+    assert {o.to for o in forwarded} == {lagging.address}
+    assert len(forwarded) == c.vset.quorum and all(o.message.kind == Kind.COMMIT for o in forwarded)
+    c.intercept = None
+    for o in forwarded:
+        c.engine(3).step(o.message)
+    assert c.engine(3).committed_height == 1  # decided by the forwarded certificate votes
