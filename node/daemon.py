@@ -37,13 +37,16 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from node import pki
+from node.artifacts import ArtifactPolicy
 from node.auth import AuthService
+from node.blobs import ArtifactDigest
 from node.chain.block import Block
 from node.chain.genesis import load_genesis
+from node.chain.tx import decode_transaction
 from node.config import NodeConfig, split_host_port
 from node.consensus.certificate import CommitCertificate
 from node.consensus.engine import CommittedBlock, SyncRequest
-from node.consensus.messages import SignedMessage, Signer
+from node.consensus.messages import Kind, SignedMessage, Signer
 from node.consensus.types import Address, Hash32
 from node.errors import InvalidInput, InvalidTransaction, TwinChainError
 from node.metrics import MinerMetrics
@@ -58,11 +61,18 @@ log = logging.getLogger("twinchain.daemon")
 #: Gossip of client transactions between miners (full mesh: one hop).
 TX_CHANNEL = 4
 INBOX_LIMIT = 20_000
-#: Inbox tag of catch-up blocks fetched by this miner (never a wire channel).
+#: Inbox tags that are never wire channels: catch-up blocks fetched by this miner, and
+#: a proposal whose artifacts were fetched before it is stepped.
 _DELIVERED = -1
+_PREFETCHED = -2
 SYNC_TIMEOUT = 10.0
 
-RouteHook = Callable[[FastAPI, MinerView], None]
+#: Largest piece of a blob one transfer request carries.
+BLOB_CHUNK = 4 * 1024 * 1024
+#: How long a miner tries to obtain the artifacts of a proposal before voting on it.
+ARTIFACT_DEADLINE = 30.0
+
+RouteHook = Callable[[FastAPI, MinerView, AuthService], None]
 
 
 class JsonFormatter(logging.Formatter):
@@ -128,13 +138,19 @@ class _Server(uvicorn.Server):
 class Miner:
     """One miner process's runtime."""
 
-    def __init__(self, config: NodeConfig, *, routes: RouteHook | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        routes: RouteHook | None = None,
+        policy: ArtifactPolicy | None = None,
+    ) -> None:
         self.config = config
         self.genesis = load_genesis(config.node.genesis)
         password = pki.read_password(config.keys.password_file, config.keys.password_env)
         self.signer = Signer(pki.load_keystore(config.keys.validator_keystore, password))
         self.address = self.signer.address
-        self.replica = Replica(self.genesis, config.node.data_dir, self.signer)
+        self.replica = Replica(self.genesis, config.node.data_dir, self.signer, policy=policy)
         self.metrics = MinerMetrics()
         self._allowed: frozenset[bytes] = frozenset()
         self._refresh_allowed()
@@ -171,6 +187,7 @@ class Miner:
         self.app = self._build_app(routes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncing = False
+        self._fetching = False
         self._highest_seen = 0
         self.replica.on_commit(self._on_commit)
 
@@ -188,7 +205,7 @@ class Miner:
         app.add_api_route("/status", status, methods=["GET"], include_in_schema=False)
         app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
         if routes is not None:
-            routes(app, self.view)
+            routes(app, self.view, self.auth)
         return app
 
     def status(self) -> dict[str, Any]:
@@ -221,9 +238,62 @@ class Miner:
             self.inbox_dropped += 1
 
     async def _on_request(self, peer: Address, channel: int, payload: bytes) -> bytes:
-        if channel != Channel.SYNC or len(payload) != 8:
-            raise InvalidInput("unknown request")
-        return encode_blocks(self.replica.committed_blocks(int.from_bytes(payload, "big")))
+        if channel == Channel.SYNC and len(payload) == 8:
+            return encode_blocks(self.replica.committed_blocks(int.from_bytes(payload, "big")))
+        if channel == Channel.BLOBS and len(payload) == 40:
+            digest, offset = ArtifactDigest(payload[:32]), int.from_bytes(payload[32:], "big")
+            size = self.replica.blobs.size(digest)
+            if size is None:
+                raise InvalidInput(f"blob {digest} not held")
+            end = min(size, offset + BLOB_CHUNK)
+            return b"".join(self.replica.blobs.read_range(digest, offset, end))
+        raise InvalidInput("unknown request")
+
+    async def fetch_artifacts(
+        self, wanted: list[tuple[ArtifactDigest, int]], first: Address | None = None
+    ) -> bool:
+        """Obtain blobs from peers (``first`` first), verified against their digest.
+
+        True when every one is held. Bounded by :data:`ARTIFACT_DEADLINE` per blob."""
+        ok = True
+        for digest, size in wanted:
+            if self.replica.blobs.has(digest):
+                continue
+            peers = sorted(self.transport.connected_peers())
+            if first in peers:
+                peers.remove(first)
+                peers.insert(0, first)
+            try:
+                got = await asyncio.wait_for(
+                    self._fetch_blob(digest, size, peers), ARTIFACT_DEADLINE
+                )
+            except TimeoutError:
+                got = False
+            if got:
+                self.replica.wanted.pop(digest, None)
+            else:
+                log.info("could not obtain artifact %s from peers", digest)
+            ok = ok and got
+        return ok
+
+    async def _fetch_blob(self, digest: ArtifactDigest, size: int, peers: list[Address]) -> bool:
+        for peer in peers:
+            try:
+                with self.replica.blobs.writer(digest, size) as writer:
+                    offset = 0
+                    while offset < size:
+                        chunk = await self.transport.request(
+                            peer, digest.raw + offset.to_bytes(8, "big"), channel=Channel.BLOBS
+                        )
+                        if not chunk:
+                            raise InvalidInput("empty blob chunk")
+                        writer.write(chunk)
+                        offset += len(chunk)
+                    writer.commit()
+                return True
+            except (TwinChainError, TimeoutError) as exc:
+                log.info("blob %s from 0x%s failed: %s", digest, peer.hex(), exc)
+        return False
 
     def _on_submit(self, raw: bytes) -> None:
         """A client transaction was admitted (called from an RPC worker thread)."""
@@ -257,22 +327,54 @@ class Miner:
                 log.exception("input on channel %d crashed the handler", channel)
 
     def _handle(self, channel: int, item: Any) -> DrainOutput:
-        if channel == Channel.CONSENSUS:
+        if channel in (Channel.CONSENSUS, _PREFETCHED):
             try:
                 message = SignedMessage.decode(item)
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from exc
             self._highest_seen = max(self._highest_seen, message.height)
+            if channel == Channel.CONSENSUS and self._needs_prefetch(message):
+                asyncio.get_running_loop().create_task(self._prefetch(message, item))
+                return DrainOutput()
             return self.replica.step(message)
         if channel == TX_CHANNEL:
             try:
-                self.replica.mempool.add(item)
+                tx_hash = self.replica.mempool.add(item)
+                tx = self.replica.mempool.get(tx_hash)
+                missing = [] if tx is None else self.replica.missing_artifacts(tx)
+                if missing:
+                    asyncio.get_running_loop().create_task(self.fetch_artifacts(missing))
             except InvalidTransaction as exc:
                 log.debug("gossiped transaction refused: %s", exc)
             return self.replica.wake()
         if channel == _DELIVERED:  # catch-up blocks fetched by _fetch
             return self.replica.deliver(item)
         raise InvalidInput(f"unexpected channel {channel}")
+
+    def _needs_prefetch(self, message: SignedMessage) -> bool:
+        """A proposal whose transactions register artifacts this miner lacks."""
+        if self.replica.policy is None or message.kind not in (Kind.PRE_PREPARE, Kind.BLOCK):
+            return False
+        return bool(self._missing_in(message.payload))
+
+    def _missing_in(self, payload: bytes) -> list[tuple[ArtifactDigest, int]]:
+        try:
+            block = Block.decode(payload)
+        except TwinChainError:
+            return []
+        missing: list[tuple[ArtifactDigest, int]] = []
+        for raw in block.transactions:
+            try:
+                tx = decode_transaction(raw, self.genesis.chain_id)
+            except TwinChainError:
+                continue
+            missing.extend(self.replica.missing_artifacts(tx))
+        return missing
+
+    async def _prefetch(self, message: SignedMessage, raw: bytes) -> None:
+        """Fetch a proposal's artifacts (from its proposer first), then step it."""
+        await self.fetch_artifacts(self._missing_in(message.payload), first=message.signer)
+        await self.inbox.put((_PREFETCHED, raw))
 
     def _dispatch(self, out: DrainOutput) -> None:
         """Send what a drain produced (its hard state is already durable)."""
@@ -282,6 +384,11 @@ class Miner:
                 self.transport.broadcast(data, channel=Channel.CONSENSUS)
             elif outbound.to != self.address:
                 self.transport.send(outbound.to, data, channel=Channel.CONSENSUS)
+        if self.replica.wanted and not self._fetching:
+            self._fetching = True
+            wanted = list(self.replica.wanted.items())
+            task = asyncio.get_running_loop().create_task(self.fetch_artifacts(wanted))
+            task.add_done_callback(lambda _: setattr(self, "_fetching", False))
         if out.sync and not self._syncing:
             self._syncing = True
             asyncio.get_running_loop().create_task(self._fetch(out.sync[0]))
@@ -393,11 +500,16 @@ class Miner:
             log.info("miner %s stopped", self.config.node.name)
 
 
-def run_miner(config: NodeConfig, *, routes: RouteHook | None = None) -> None:
+def run_miner(
+    config: NodeConfig,
+    *,
+    routes: RouteHook | None = None,
+    policy: ArtifactPolicy | None = None,
+) -> None:
     """Blocking entry point for `twinchain node start`."""
     configure_logging(config.log.json_format, config.log.level)
 
     async def main() -> None:
-        await Miner(config, routes=routes).run()
+        await Miner(config, routes=routes, policy=policy).run()
 
     asyncio.run(main())

@@ -42,11 +42,14 @@ from pathlib import Path
 from eth_abi.abi import decode as abi_decode
 from eth_hash.auto import keccak
 
+from node.artifacts import ArtifactPolicy
+from node.blobs import ArtifactDigest, BlobStore
 from node.chain.block import Block, Header
 from node.chain.executor import Executor
 from node.chain.genesis import Genesis, build_genesis
 from node.chain.mempool import Mempool, mempool_for
 from node.chain.store import ChainStore
+from node.chain.tx import SignedTx, decode_transaction
 from node.chain.types import ELECTION_ADDRESS, MEMBERSHIP_ADDRESS
 from node.consensus.certificate import CertificateError, CommitCertificate
 from node.consensus.dpos import DposConfig, DposEngine
@@ -75,6 +78,10 @@ MAX_FUTURE_SECONDS = 15
 MAX_BLOCK_TRANSACTIONS = 2_000
 #: Most blocks one catch-up answer carries.
 SYNC_BATCH = 32
+#: A transaction the registry refuses on this many different parents is dropped.
+REFUSALS_BEFORE_DROP = 3
+#: Default largest artifact a miner stores (models, datasets, updates).
+MAX_BLOB_BYTES = 4 * 1024**3
 
 
 @dataclass
@@ -99,8 +106,15 @@ class Replica:
         signer: Signer,
         *,
         clock: Callable[[], float] = time.time,
+        policy: ArtifactPolicy | None = None,
+        max_blob_bytes: int = MAX_BLOB_BYTES,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.policy = policy
+        self.blobs = BlobStore(data_dir / "blobs", max_blob_bytes=max_blob_bytes)
+        #: Artifacts some transaction or proposal needs that we lack (the daemon fetches).
+        self.wanted: dict[ArtifactDigest, int] = {}
+        self._refusals: dict[bytes, set[bytes]] = {}
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.signer = signer
@@ -242,7 +256,38 @@ class Replica:
         if h.timestamp > self._clock() + MAX_FUTURE_SECONDS:
             raise InvalidBlock(f"header.timestamp {h.timestamp} is in the future")
         if self.executor.pending(h.hash()) is None:
+            self._check_application(block)
             self.executor.validate_block(block)
+
+    def _check_application(self, block: Block) -> None:
+        """The registry's rules (held artifacts, recomputed aggregates) for each tx."""
+        if self.policy is None or not block.transactions:
+            return
+        parent = self.executor.header_by_hash(block.header.parent_hash)
+        if parent is None:
+            raise InvalidBlock("parent block unknown")
+        for raw in block.transactions:
+            tx = decode_transaction(raw, self.chain_id)
+            reason = self.application_problem(tx, parent)
+            if reason is not None:
+                raise InvalidBlock(f"transaction 0x{tx.hash.hex()}: {reason}")
+
+    def missing_artifacts(self, tx: SignedTx) -> list[tuple[ArtifactDigest, int]]:
+        """Artifacts ``tx`` registers that this miner does not hold."""
+        if self.policy is None:
+            return []
+        return [(d, size) for d, size in self.policy.artifacts_of(tx) if not self.blobs.has(d)]
+
+    def application_problem(self, tx: SignedTx, parent: Header) -> str | None:
+        """Why ``tx`` may not go into a block on ``parent`` (None if it may)."""
+        missing = self.missing_artifacts(tx)
+        if missing:
+            for digest, size in missing:
+                self.wanted[digest] = size
+            return f"artifact {missing[0][0]} is not held by this miner"
+        if self.policy is None:
+            return None
+        return self.policy.check(tx, parent, self.executor, self.blobs)
 
     def verify_seal(self, block: Block) -> None:
         """Check that a block's seal is a commit certificate for it (raises InvalidBlock)."""
@@ -406,6 +451,8 @@ class Replica:
             max_count=MAX_BLOCK_TRANSACTIONS,
             nonce_of=lambda a: self.executor.nonce_of(a, at=parent),
         )
+        if self.policy is not None:
+            txs = self._applicable(txs, parent)
         result = self.executor.build_block(
             parent,
             [tx.raw for tx in txs],
@@ -417,6 +464,34 @@ class Replica:
         for tx_hash, reason in result.rejected:
             log.info("left 0x%s out of block %d: %s", tx_hash.hex(), request.height, reason)
         self.engine.propose(result.block.encode())
+
+    def _applicable(self, txs: list[SignedTx], parent: Header) -> list[SignedTx]:
+        """Keep a sender's transactions up to its first one that may not be proposed.
+
+        Artifacts still being fetched wait (the transaction stays in the mempool). A
+        transaction the registry refuses waits too — its inputs may be in a block not
+        yet committed (a round closed right after its last update) — but is dropped
+        after it was refused on :data:`REFUSALS_BEFORE_DROP` different parents (a
+        lying aggregate)."""
+        chosen: list[SignedTx] = []
+        blocked: set[bytes] = set()
+        for tx in txs:
+            if tx.sender in blocked:
+                continue
+            reason = self.application_problem(tx, parent)
+            if reason is None:
+                chosen.append(tx)
+                continue
+            blocked.add(tx.sender)
+            if self.missing_artifacts(tx):
+                continue
+            seen = self._refusals.setdefault(bytes(tx.hash), set())
+            seen.add(bytes(parent.hash()))
+            if len(seen) >= REFUSALS_BEFORE_DROP:
+                log.warning("dropping transaction 0x%s: %s", tx.hash.hex(), reason)
+                self.mempool.remove([tx.hash])
+                del self._refusals[bytes(tx.hash)]
+        return chosen
 
     # ------------------------------------------------------------------ reads
 

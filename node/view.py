@@ -37,6 +37,8 @@ class MinerView(ChainView):
         self.store = replica.store
         self.executor = replica.executor
         self.mempool = replica.mempool
+        #: The miner's artifact store (the registry API streams through it).
+        self.blobs = replica.blobs
         self._client_version = client_version_string(name)
         self._on_submit = on_submit
         self._peer_count = peer_count
