@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -272,15 +273,14 @@ class BlobStore:
             raise ValueError("max_blob_bytes must not be negative")
         self.root = Path(root)
         self.max_blob_bytes = max_blob_bytes
-        base = self.root / ALGORITHM
+        # Fan-out directories this process has made durable (created, or seen, and then
+        # fsynced their parent): a commit must not return while the directory it renamed
+        # into could still vanish in a crash, even if another thread or process created it.
+        self._durable_fan_outs: set[str] = set()
+        self._fan_out_lock = threading.Lock()
         try:
-            base.mkdir(parents=True, exist_ok=True)
+            (self.root / ALGORITHM).mkdir(parents=True, exist_ok=True)
             (self.root / "tmp").mkdir(exist_ok=True)
-            # All 256 fan-out directories up front, made durable once, so that a commit
-            # only has to fsync the one directory it renames into.
-            for byte in range(256):
-                (base / f"{byte:02x}").mkdir(exist_ok=True)
-            _fsync_dir(base)
             _fsync_dir(self.root)
         except OSError as exc:
             raise StorageError(f"cannot create blob store at {self.root}: {exc}") from exc
@@ -322,9 +322,7 @@ class BlobStore:
         """Move a verified, fsynced temp file to its final name (dedup, then replace)."""
         final = self.path(digest)
         fan_out = final.parent
-        if not fan_out.is_dir():  # removed by hand since the store was opened
-            fan_out.mkdir(exist_ok=True)
-            _fsync_dir(fan_out.parent)
+        self._make_durable_dir(fan_out)
         try:
             existing = final.stat().st_size
         except FileNotFoundError:
@@ -338,6 +336,18 @@ class BlobStore:
             )
         os.replace(temp, final)
         _fsync_dir(fan_out)
+
+    def _make_durable_dir(self, fan_out: Path) -> None:
+        """Create a fan-out directory if needed and make its entry durable (once)."""
+        try:
+            fan_out.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
+        with self._fan_out_lock:
+            if created or fan_out.name not in self._durable_fan_outs:
+                _fsync_dir(fan_out.parent)
+                self._durable_fan_outs.add(fan_out.name)
 
     # -- reading ---------------------------------------------------------------------
 

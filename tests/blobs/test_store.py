@@ -162,7 +162,10 @@ def test_missing_blob_reads_raise_not_found(store: BlobStore) -> None:
 
 def test_list_stats_and_delete(store: BlobStore) -> None:
     stored = [store.put_bytes(bytes([i]) * (i + 1)) for i in range(20)]
-    (store.root / "sha256" / "ab" / "not-a-blob").write_bytes(b"x")  # ignored
+    stray = store.root / "sha256" / "zz"
+    stray.mkdir()
+    (stray / "not-a-blob").write_bytes(b"x")  # ignored
+    (store.root / "sha256" / "README").write_bytes(b"x")  # ignored
     assert store.list() == sorted((s.digest for s in stored), key=lambda d: d.raw)
     assert set(store) == {s.digest for s in stored}
     assert store.stats() == BlobStoreStats(20, sum(range(1, 21)))
@@ -220,3 +223,11 @@ def test_range_outside_the_blob_is_refused_when_asked(
     digest = store.put_bytes(DATA).digest
     with pytest.raises(InvalidInput, match="outside blob"):
         store.read_range(digest, start, end)  # refused before any iteration
+
+
+def test_a_fan_out_directory_removed_by_hand_is_recreated(store: BlobStore) -> None:
+    stored = store.put_bytes(b"model")
+    store.delete(stored.digest)
+    store.path(stored.digest).parent.rmdir()
+    assert store.put_bytes(b"model") == stored
+    assert store.verify(stored.digest)
