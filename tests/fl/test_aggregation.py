@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from unittest import mock
@@ -93,19 +95,28 @@ STRATEGY = st.sampled_from(
 )
 
 
+@dataclass(frozen=True)
+class PlannedUpdate:
+    """A twin's deltas and how it sends them: dense (k is None) or its top-k."""
+
+    deltas: dict[str, np.ndarray]
+    k: int | None = None
+
+
+Round = tuple[dict[str, np.ndarray], list[PlannedUpdate], list[int]]
+
+
 @st.composite
-def rounds(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], list[tuple[str, object]], list[int]]:
-    """A base model and 1-9 updates, each ("dense", deltas) or ("sparse", (deltas, k))."""
+def rounds(draw: st.DrawFn) -> Round:
+    """A base model, 1-9 dense or sparse updates and their sample counts."""
     names = draw(st.lists(st.sampled_from(["a", "b.w", "c::x"]), min_size=1, unique=True))
     shapes = {name: draw(SHAPE) for name in names}
     base = {n: draw(hnp.arrays(np.float32, s, elements=VALUE)) for n, s in shapes.items()}
-    updates: list[tuple[str, object]] = []
+    updates = []
     for _ in range(draw(st.integers(1, 9))):
         deltas = {n: draw(hnp.arrays(np.float32, s, elements=VALUE)) for n, s in shapes.items()}
-        if draw(st.booleans()):
-            updates.append(("dense", deltas))
-        else:
-            updates.append(("sparse", (deltas, draw(st.integers(0, 20)))))
+        k = draw(st.one_of(st.none(), st.integers(0, 20)))
+        updates.append(PlannedUpdate(deltas, k))
     samples = draw(
         st.lists(
             st.one_of(st.integers(1, 1000), st.integers(1, 10**30)),
@@ -117,21 +128,20 @@ def rounds(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], list[tuple[str, obje
 
 
 def as_blobs_and_dense(
-    updates: list[tuple[str, object]],
+    updates: list[PlannedUpdate],
 ) -> tuple[list[bytes], list[dict[str, np.ndarray]]]:
+    """The update blobs, and each update as the dense deltas the reference aggregates."""
     blobs, dense = [], []
-    for kind, payload in updates:
-        if kind == "dense":
-            assert isinstance(payload, dict)
-            blobs.append(encode_dense(payload))
-            dense.append(payload)
+    for update in updates:
+        if update.k is None:
+            blobs.append(encode_dense(update.deltas))
+            dense.append(update.deltas)
             continue
-        deltas, k = payload  # type: ignore[misc]
-        blobs.append(encode_sparse(deltas, k=k))
+        blobs.append(encode_sparse(update.deltas, k=update.k))
         silent = {}
-        for name, array in deltas.items():
+        for name, array in update.deltas.items():
             flat = np.zeros(array.size, dtype=np.float32)
-            chosen = reference_top_k(array.reshape(-1), k)
+            chosen = reference_top_k(array.reshape(-1), update.k)
             flat[chosen] = array.reshape(-1)[chosen]
             silent[name] = flat.reshape(array.shape)
         dense.append(silent)
@@ -160,7 +170,7 @@ def kernel_tuning(fedavg_chunk: int, budget: int, grouped: float) -> Iterator[No
     grouped=st.sampled_from([0.0, 0.25, 1.0]),
 )
 def test_aggregate_matches_the_numpy_reference(
-    round_: tuple[dict[str, np.ndarray], list[tuple[str, object]], list[int]],
+    round_: Round,
     strategy: str,
     fedavg_chunk: int,
     budget: int,
@@ -188,11 +198,9 @@ def test_aggregate_matches_the_numpy_reference(
 
 @settings(max_examples=60, deadline=None)
 @given(round_=rounds(), strategy=STRATEGY.filter(lambda s: s != "fedavg"))
-def test_matrix_and_grouped_kernels_give_the_same_bits(
-    round_: tuple[dict[str, np.ndarray], list[tuple[str, object]], list[int]], strategy: str
-) -> None:
+def test_matrix_and_grouped_kernels_give_the_same_bits(round_: Round, strategy: str) -> None:
     base, updates, samples = round_
-    sparse_only = [("sparse", p if k == "sparse" else (p, 3)) for k, p in updates]
+    sparse_only = [PlannedUpdate(u.deltas, 3 if u.k is None else u.k) for u in updates]
     blobs, _ = as_blobs_and_dense(sparse_only)
     results = set()
     for grouped in (0.0, 1.0):
@@ -206,8 +214,7 @@ def test_matrix_and_grouped_kernels_give_the_same_bits(
 
 def _simd_dispatch_targets() -> str:
     """NumPy's runtime-dispatched CPU features active here (AVX2, AVX-512, ...), or ""."""
-    from numpy._core import _multiarray_umath as umath
-
+    umath = importlib.import_module("numpy._core._multiarray_umath")
     active = umath.__cpu_features__
     return " ".join(f for f in umath.__cpu_dispatch__ if active.get(f))
 
