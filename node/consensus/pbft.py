@@ -28,8 +28,9 @@ filter and the equivocation detector at or below it.
 
 *View change* (the rules are in :mod:`node.consensus.pbft_viewchange`, the NEW-VIEW
 computation in :mod:`node.consensus.pbft_newview`). The timer of the pending height
-restarts when the height becomes pending and when its PRE-PREPARE is accepted (a slow but
-working primary is not deposed; a faulty one delays a height by at most two timeouts).
+restarts when the height becomes pending, when its PRE-PREPARE is accepted and when the
+replica is prepared (a slow but working primary is not deposed; a faulty one delays a
+height by at most three timeouts).
 Late in the timeout a replica re-sends its own votes (a lost message should not cost a
 view change); at the timeout it sends VIEW-CHANGE(v + 1) and stops voting in ``v``. It
 escalates to ``v + 2`` only once a quorum asked for ``v + 1`` or higher and the NEW-VIEW
@@ -392,6 +393,7 @@ class PbftEngine(ViewChangeRules):
         if held is None or held.view < self._view:
             self._prepared[h] = PreparedCertificate(pp, tuple(prepares[: quorum - 1]))
             self._dirty = True
+            self._timer = 0  # a quorum agreed on the block: time the commit phase afresh
         if (Kind.COMMIT, h, self._view) in self._votes:
             return False
         vote = self._vote(Kind.COMMIT, h, self._view, pp.digest)

@@ -2,13 +2,14 @@
 
 Theory of operation
 -------------------
-Timers: the pending height's timer restarts when the height becomes pending and when its
-PRE-PREPARE is accepted. Late in the timeout a replica re-sends its own votes for the
-pending height (a lost message should not cost a view change); at the timeout it sends
-VIEW-CHANGE(v + 1) and stops voting in ``v``. In a view change it re-sends its
-VIEW-CHANGE every ``base_timeout`` ticks; once a quorum asked for its view or a higher one
-the next timeout moves it on to ``v + 2``, never before (no replica runs ahead alone). ``f + 1``
-validators asking for higher views make it join the lowest of the ``f + 1`` highest.
+Timers: the pending height's timer restarts when the height becomes pending, when its
+PRE-PREPARE is accepted and when the replica is prepared. Late in the timeout a replica
+re-sends its own votes for the pending height (a lost message should not cost a view
+change); at the timeout it sends VIEW-CHANGE(v + 1) and stops voting in ``v``. In a view
+change it re-sends its VIEW-CHANGE every ``base_timeout`` ticks; once a quorum asked for
+its view or a higher one the next timeout moves it on to ``v + 2``, never before (no
+replica runs ahead alone). ``f + 1`` validators asking for higher views make it join the
+lowest of the ``f + 1`` highest.
 Each consecutive view change doubles the timeout up to ``max_timeout``; a commit resets
 it.
 
