@@ -74,10 +74,12 @@ from registry.fl.updates import (
     save_model,
 )
 
-#: Coordinates per fedavg step: the float64 accumulator and product stay in L2 cache.
+#: Coordinates per fedavg step (the float64 accumulator and product are 512 KiB each).
 FEDAVG_CHUNK = 1 << 16
-#: Bytes of the update-by-coordinate float32 matrix the order-statistic kernels sort.
-ORDER_STAT_BUDGET = 32 * 2**20
+#: Bytes of the coordinate-by-update float32 table the order-statistic kernels sort: small
+#: enough to stay in cache while it is filled column by column (measured: 2 MiB is ~2x
+#: faster than 32 MiB, where the strided fills and the transposition miss the cache).
+ORDER_STAT_BUDGET = 2 * 2**20
 #: The grouped kernel runs when the carried entries are at most this share of n * chunk.
 GROUPED_MAX_DENSITY = 0.25
 
@@ -175,7 +177,9 @@ def _fedavg_chunk(
     product = np.empty(hi - lo, dtype=np.float64)
     for part, weight in zip(parts, weights, strict=True):
         if part.dense is not None:
-            np.multiply(part.dense[lo:hi], weight, out=product, dtype=np.float64)
+            # Widen (exact), then multiply: a plain float64 loop, faster than a casting one.
+            np.copyto(product, part.dense[lo:hi])
+            np.multiply(product, weight, out=product)
             np.add(acc, product, out=acc)
         else:
             local, values = _sparse_slice(part, chunk, lo)
@@ -183,36 +187,43 @@ def _fedavg_chunk(
     return acc
 
 
-def _sorted_rows_stat(rows: np.ndarray, strategy: Strategy) -> np.ndarray:
-    """The statistic of each column of ``rows`` (n x m, each column sorted ascending)."""
-    n = rows.shape[0]
+def _sorted_columns_stat(table: np.ndarray, strategy: Strategy) -> np.ndarray:
+    """The statistic of each row of ``table`` (m coordinates x n updates, rows sorted)."""
+    n = table.shape[1]
     stat: np.ndarray
     if strategy.name == "median":
         if n % 2:
-            stat = rows[n // 2].astype(np.float64)
+            stat = table[:, n // 2].astype(np.float64)
         else:
-            stat = np.divide(np.add(rows[n // 2 - 1], rows[n // 2], dtype=np.float64), 2.0)
+            stat = np.divide(np.add(table[:, n // 2 - 1], table[:, n // 2], dtype=np.float64), 2.0)
         return stat
     trim = strategy.trimmed_per_side(n)
-    acc = np.zeros(rows.shape[1], dtype=np.float64)
-    for row in rows[trim : n - trim]:
-        np.add(acc, row, out=acc, dtype=np.float64)
-    return np.divide(acc, float(n - 2 * trim))
+    stat = np.zeros(table.shape[0], dtype=np.float64)
+    for column in range(trim, n - trim):
+        np.add(stat, table[:, column], out=stat, dtype=np.float64)
+    np.divide(stat, float(n - 2 * trim), out=stat)
+    return stat
 
 
 def _matrix_chunk(
     parts: list[_Part], chunk: int, lo: int, hi: int, strategy: Strategy
 ) -> np.ndarray:
-    """Order statistic per coordinate by sorting the full n x m matrix of deltas."""
-    rows = np.zeros((len(parts), hi - lo), dtype=np.float32)
-    for row, part in zip(rows, parts, strict=True):
+    """Order statistic per coordinate by sorting each coordinate's n deltas.
+
+    The table is coordinates x updates, so each sort runs over one contiguous row (the
+    chunk is small enough to stay in cache while its columns are filled).
+    """
+    table = np.empty((hi - lo, len(parts)), dtype=np.float32)
+    for position, part in enumerate(parts):
+        column = table[:, position]
         if part.dense is not None:
-            np.add(part.dense[lo:hi], _F32_ZERO, out=row)  # copy, mapping -0.0 to +0.0
+            np.add(part.dense[lo:hi], _F32_ZERO, out=column)  # copy, mapping -0.0 to +0.0
         else:
             local, values = _sparse_slice(part, chunk, lo)
-            row[local] = np.add(values, _F32_ZERO)
-    rows.sort(axis=0)
-    return _sorted_rows_stat(rows, strategy)
+            column.fill(0.0)
+            column[local] = np.add(values, _F32_ZERO)
+    table.sort(axis=1)
+    return _sorted_columns_stat(table, strategy)
 
 
 def _sortable_keys(local: np.ndarray, values: np.ndarray) -> np.ndarray:
