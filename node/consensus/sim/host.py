@@ -178,7 +178,7 @@ class Host:
                 self.byzantine,
             )
         self.engine = inner
-        self._offered_epoch = (self.store.height + 1) // max(1, self.ctx.epoch_length)
+        self._offered_epoch = -1  # re-announce every epoch: proofs may cite old heights
         self._offer_committees()
         self.incarnation += 1
         self._tick_credit = 0.0
@@ -194,7 +194,9 @@ class Host:
         """Hand the engine every committee the committed chain has determined.
 
         The committee of epoch ``k`` is fixed by the block at height ``(k-1)*E`` and takes
-        effect at ``k*E`` (DPoS: the engine switches only once that block is final).
+        effect at ``k*E`` (DPoS: the engine switches only once that block is final). At a
+        (re)start every earlier epoch is announced again, as a real host reading them
+        from its chain would: peers' proofs may still cite heights of past epochs.
         """
         e = self.ctx.epoch_length
         if e <= 0 or self.engine is None:
