@@ -42,6 +42,9 @@ def _register() -> None:
     from registry.cli_network import register_network_commands
 
     register_network_commands(app)
+    from registry.cli_registry import register_registry_commands
+
+    register_registry_commands(app)
 
 
 _register()
