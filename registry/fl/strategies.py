@@ -85,6 +85,7 @@ GROUPED_MAX_DENSITY = 0.25
 
 _STRATEGY = re.compile(r"fedavg|median|trimmed-mean:(0\.[0-9]{0,5}[1-9])")
 _F32_ZERO = np.float32(0.0)
+_RATIO_SCALE = 10**6
 
 
 class UnsafeFloatEnvironment(TwinChainError):
@@ -99,10 +100,23 @@ class Strategy:
 
     name: str  # "fedavg", "median" or "trimmed-mean"
     trim_ratio: Fraction = Fraction(0)
-    text: str = ""
+
+    def __post_init__(self) -> None:
+        trimmed = self.name == "trimmed-mean"
+        if self.name not in ("fedavg", "median", "trimmed-mean"):
+            raise InvalidInput(f"unknown strategy {self.name!r}")
+        if trimmed and not 0 < self.trim_ratio < Fraction(1, 2):
+            raise InvalidInput(f"trim ratio {self.trim_ratio} must be in (0, 0.5)")
+        if trimmed and (self.trim_ratio * _RATIO_SCALE).denominator != 1:
+            raise InvalidInput(f"trim ratio {self.trim_ratio} has more than 6 decimals")
+        if not trimmed and self.trim_ratio:
+            raise InvalidInput(f"{self.name} takes no trim ratio")
 
     def __str__(self) -> str:
-        return self.text or self.name
+        if self.name != "trimmed-mean":
+            return self.name
+        digits = f"{int(self.trim_ratio * _RATIO_SCALE):06d}".rstrip("0")
+        return f"trimmed-mean:0.{digits}"
 
     def trimmed_per_side(self, n: int) -> int:
         """Values dropped from each end of n sorted values: floor(ratio * n), exactly."""
@@ -110,7 +124,11 @@ class Strategy:
 
 
 def parse_strategy(text: str) -> Strategy:
-    """Parse "fedavg", "median" or "trimmed-mean:<ratio>"; anything else is InvalidInput."""
+    """Parse "fedavg", "median" or "trimmed-mean:<ratio>"; anything else is InvalidInput.
+
+    There is one spelling per strategy (``str(parse_strategy(t)) == t``), so the string
+    on chain identifies the computation.
+    """
     match = _STRATEGY.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidInput(
@@ -118,11 +136,11 @@ def parse_strategy(text: str) -> Strategy:
             "with ratio like 0.1 (no trailing zero)"
         )
     if match.group(1) is None:
-        return Strategy(name=text, text=text)
+        return Strategy(name=text)
     ratio = Fraction(match.group(1))
     if ratio >= Fraction(1, 2):
         raise InvalidInput(f"trim ratio {match.group(1)} must be below 0.5 in {text!r}")
-    return Strategy(name="trimmed-mean", trim_ratio=ratio, text=text)
+    return Strategy(name="trimmed-mean", trim_ratio=ratio)
 
 
 def check_float_environment() -> None:
@@ -240,19 +258,56 @@ def _keys_to_entries(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return local, bits.astype(np.uint32).view(np.float32)
 
 
-def _first_rank(position: int, negatives: np.ndarray, zeros: np.ndarray) -> np.ndarray:
-    """Per group, the rank among carried entries of the first one at sorted position >= p."""
-    return np.where(position < negatives, position, np.maximum(negatives, position - zeros))
+@dataclass(frozen=True, eq=False)
+class _Groups:
+    """Carried entries sorted by (coordinate, value), one group per carried coordinate.
+
+    A coordinate carried by c of the n updates also has n - c implicit zeros, which sort
+    between its negative and its non-negative entries. Sorted position p of a group maps
+    to rank r among its carried entries: r = p below the negatives' count, else p - zeros.
+    """
+
+    values: np.ndarray  # float32, grouped, ascending within a group
+    starts: np.ndarray  # index of each group's first entry
+    counts: np.ndarray  # carried entries per group
+    negatives: np.ndarray  # entries < 0 per group
+    zeros: np.ndarray  # implicit zeros per group: n - counts
+
+    def first_rank(self, position: int) -> np.ndarray:
+        """Per group, the rank of the first carried entry at sorted position >= position."""
+        return np.where(
+            position < self.negatives,
+            position,
+            np.maximum(self.negatives, position - self.zeros),
+        )
+
+    def at(self, position: int) -> np.ndarray:
+        """Per group, the value at sorted position ``position`` (float64)."""
+        rank = np.minimum(self.first_rank(position), self.counts - 1)
+        implicit = (position >= self.negatives) & (position < self.negatives + self.zeros)
+        picked = self.values[self.starts + rank].astype(np.float64)
+        return np.where(implicit, 0.0, picked)
+
+    def kept_sum(self, begin: int, end: int) -> np.ndarray:
+        """Per group, the sequential sum of sorted positions [begin, end), ascending.
+
+        Implicit zeros are skipped: adding +0.0 to an accumulator that is never -0.0
+        leaves it unchanged, so the sum equals the matrix kernel's bit for bit.
+        """
+        first = self.starts + self.first_rank(begin)
+        length = self.starts + self.first_rank(end) - first
+        total = np.zeros(self.starts.size, dtype=np.float64)
+        active = np.arange(self.starts.size)
+        for offset in range(int(length.max(initial=0))):
+            active = active[length[active] > offset]
+            total[active] = np.add(total[active], self.values[first[active] + offset])
+        return total
 
 
 def _grouped_chunk(
     parts: list[_Part], chunk: int, lo: int, hi: int, strategy: Strategy
 ) -> np.ndarray:
-    """Order statistic per coordinate from the carried entries of all-sparse updates.
-
-    A coordinate carried by c of the n updates has n - c implicit zeros, which sort
-    between its negative and its non-negative entries.
-    """
+    """Order statistic per coordinate from the carried entries of all-sparse updates."""
     n = len(parts)
     slices = [_sparse_slice(part, chunk, lo) for part in parts]
     local = np.concatenate([s[0] for s in slices])
@@ -266,26 +321,14 @@ def _grouped_chunk(
     starts = np.flatnonzero(np.diff(local, prepend=-1))
     counts = np.diff(starts, append=local.size)
     negatives = np.add.reduceat((values < 0).astype(np.int64), starts)
-    zeros = n - counts
-    if strategy.name == "median":
-        middle = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
-        picks = []
-        for position in middle:
-            rank = _first_rank(position, negatives, zeros)
-            implicit = (position >= negatives) & (position < negatives + zeros)
-            picked = values[starts + np.minimum(rank, counts - 1)].astype(np.float64)
-            picks.append(np.where(implicit, 0.0, picked))
-        stat = picks[0] if n % 2 else np.divide(np.add(picks[0], picks[1]), 2.0)
+    groups = _Groups(values, starts, counts, negatives, n - counts)
+    if strategy.name == "median" and n % 2:
+        stat = groups.at(n // 2)
+    elif strategy.name == "median":
+        stat = np.divide(np.add(groups.at(n // 2 - 1), groups.at(n // 2)), 2.0)
     else:
         trim = strategy.trimmed_per_side(n)
-        first = starts + _first_rank(trim, negatives, zeros)
-        length = starts + _first_rank(n - trim, negatives, zeros) - first
-        stat = np.zeros(starts.size, dtype=np.float64)
-        active = np.arange(starts.size)
-        for offset in range(int(length.max(initial=0))):
-            active = active[length[active] > offset]
-            stat[active] = np.add(stat[active], values[first[active] + offset], dtype=np.float64)
-        stat = np.divide(stat, float(n - 2 * trim))
+        stat = np.divide(groups.kept_sum(trim, n - trim), float(n - 2 * trim))
     delta[local[starts]] = stat
     return delta
 

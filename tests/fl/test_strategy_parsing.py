@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -74,5 +75,20 @@ def test_trim_counts_are_exact_where_binary_floats_are_not() -> None:
 
 
 def test_parsed_strategies_are_values() -> None:
-    assert parse_strategy("median") == parse_strategy("median")
-    assert isinstance(parse_strategy("fedavg"), Strategy)
+    assert parse_strategy("median") == parse_strategy("median") == Strategy("median")
+    assert parse_strategy("trimmed-mean:0.25") == Strategy("trimmed-mean", Fraction(1, 4))
+
+
+@pytest.mark.parametrize(
+    ("name", "ratio", "message"),
+    [
+        ("mean", Fraction(0), "unknown strategy 'mean'"),
+        ("trimmed-mean", Fraction(0), "trim ratio 0 must be in (0, 0.5)"),
+        ("trimmed-mean", Fraction(1, 2), "trim ratio 1/2 must be in (0, 0.5)"),
+        ("trimmed-mean", Fraction(1, 3), "trim ratio 1/3 has more than 6 decimals"),
+        ("median", Fraction(1, 10), "median takes no trim ratio"),
+    ],
+)
+def test_strategies_built_directly_are_checked(name: str, ratio: Fraction, message: str) -> None:
+    with pytest.raises(InvalidInput, match=f"^{re.escape(message)}$"):
+        Strategy(name, ratio)
