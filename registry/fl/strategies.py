@@ -12,11 +12,13 @@ must be the same **bit for bit** in every process, on every machine. The rules:
 2. **Arithmetic** is IEEE-754 binary64 with round-to-nearest-even: each float32 input is
    widened exactly to float64, every operation is one elementwise NumPy ufunc (``add``,
    ``multiply``, ``divide``: correctly rounded, identical under any SIMD width), and the
-   result is cast to float32 **once**: ``new = float32(float64(base) + delta)``.
+   result is cast to float32 **once**: ``new = float32(float64(base) + delta)``. A result
+   that overflows float32 is refused (InvalidInput), never written as Inf.
 3. **Sums are sequential**, in a fixed order, coordinate by coordinate:
    ``acc = 0.0; acc = acc + x_1; acc = acc + x_2; ...``. Never ``np.sum``/``np.mean``
    (pairwise summation whose blocking depends on layout and NumPy version), never BLAS
-   (``dot``, ``matmul``, ``einsum``: multithreaded, order varies), never FMA.
+   (``dot``, ``matmul``, ``einsum``: multithreaded, order varies), never FMA. No threads:
+   NumPy's ufuncs and sorts run on the calling thread.
 4. **Weights** are ``samples_i / sum(samples)``, computed on Python integers (true division
    of ints is correctly rounded), so they are exact functions of the chain's sample counts.
    The trim count is ``floor(ratio * n)`` in exact rational arithmetic.
@@ -46,9 +48,10 @@ strategy: in ``fedavg`` its weight still counts in the total, in ``median`` and
 ``trimmed-mean`` its zeros take part in the order statistics.
 
 Two kernels compute order statistics, chosen per chunk by density; both give the same
-bits (a test checks): a matrix kernel (stack, sort along the update axis) and, when all
-updates in the chunk are sparse and carry few entries, a grouped kernel that sorts only
-the carried entries and places the implicit zeros by counting. Skipping zeros in a sum is
+bits (a test checks): a matrix kernel (each coordinate's n deltas in one row of a
+cache-sized table, rows sorted) and, when all updates in the chunk are sparse and carry
+few entries, a grouped kernel that sorts only the carried entries and places the
+implicit zeros by counting. Skipping zeros in a sum is
 exact: the accumulator starts at +0.0 and no input is -0.0, so it is never -0.0, and
 ``x + 0.0 == x`` for every other x.
 """
