@@ -86,8 +86,8 @@ from node.consensus.engine import (
     ProposalRequest,
     Ready,
 )
-from node.consensus.messages import EngineId, Kind, SignedMessage, Signer
-from node.consensus.pbft_codec import CheckpointProof, PreparedCertificate
+from node.consensus.messages import Kind, SignedMessage, Signer
+from node.consensus.pbft_codec import PreparedCertificate
 from node.consensus.pbft_log import Slot
 from node.consensus.pbft_state import SEQUENCE_KINDS, PbftConfig
 from node.consensus.pbft_viewchange import ViewChangeRules
@@ -445,29 +445,6 @@ class PbftEngine(ViewChangeRules):
         log = self._log.peek(h)
         slot = log.slots.get(v) if log is not None else None
         return slot is None or slot.pre_prepare is None
-
-    # ----------------------------------------------------- commit and checkpoints
-
-    def _commit(
-        self, h: int, digest: Hash32, payload: bytes, cert: CommitCertificate, delivered: bool
-    ) -> None:
-        self._committed_height, self._committed_hash = h, digest
-        self._last_certificate = cert
-        self._hashes[h] = digest
-        self._outbox.committed.append(CommittedBlock(h, digest, payload, cert))
-        self._floor = max(self._floor, h)
-        self._votes = {k: d for k, d in self._votes.items() if k[1] > self._floor}
-        self._timer, self._consecutive, self._proposal_asked = 0, 0, None
-        self._dirty = True
-        if h % self.config.checkpoint_interval or h <= self._stable.height:
-            return
-        cp = self._signer.sign(self.config.chain_id, EngineId.PBFT, Kind.CHECKPOINT, h, 0, digest)
-        self._log.add_checkpoint(cp)
-        self._broadcast(cp)
-        if delivered:
-            self._set_stable(CheckpointProof(h, digest, (), cert))
-        else:
-            self._check_stable(h)
 
 
 PbftEngine._HANDLERS = {

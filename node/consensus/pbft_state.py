@@ -116,6 +116,7 @@ class PbftState:
         self._proposal_asked: tuple[int, int] | None = None
         self._ahead: dict[Address, int] = {}
         self._last_sync: tuple[int, int] | None = None
+        self._sync_grace = -1  # last height whose timeout was deferred for a catch-up
         self._sync_attempts = 0
         self._delivered: dict[int, CommittedBlock] = {}
         self._helped: set[tuple[Address, int]] = set()  # (lagging peer, height) answered
@@ -273,7 +274,42 @@ class PbftState:
     def _broadcast(self, msg: SignedMessage) -> None:
         self._outbox.messages.append(Outbound(None, msg))
 
-    # ------------------------------------------------ stable checkpoints and GC
+    # ------------------------------------- commit, stable checkpoints and GC
+
+    def _commit(
+        self, h: int, digest: Hash32, payload: bytes, cert: CommitCertificate, delivered: bool
+    ) -> None:
+        """Commit block ``digest`` at the pending height ``h`` with its certificate."""
+        self._committed_height, self._committed_hash = h, digest
+        self._last_certificate = cert
+        self._hashes[h] = digest
+        self._outbox.committed.append(CommittedBlock(h, digest, payload, cert))
+        self._floor = max(self._floor, h)
+        self._votes = {k: d for k, d in self._votes.items() if k[1] > self._floor}
+        self._timer, self._consecutive, self._proposal_asked = 0, 0, None
+        self._dirty = True
+        if h % self.config.checkpoint_interval or h <= self._stable.height:
+            return
+        cp = self._signer.sign(self.config.chain_id, EngineId.PBFT, Kind.CHECKPOINT, h, 0, digest)
+        self._log.add_checkpoint(cp)
+        self._broadcast(cp)
+        if delivered:
+            self._set_stable(CheckpointProof(h, digest, (), cert))
+        else:
+            self._check_stable(h)
+
+    def _commit_by_certificate(self, cert: CommitCertificate) -> bool:
+        """Commit the pending height from a verified certificate if we hold its block."""
+        h = cert.height
+        log = self._log.peek(h)
+        payload = log.payload(cert.block_hash) if log is not None else None
+        if h != self.pending_height or payload is None:
+            return False
+        info = self._block_info(h, cert.block_hash, payload)
+        if info is None or info.parent_hash != self._committed_hash:
+            return False
+        self._commit(h, cert.block_hash, payload, cert, False)
+        return True
 
     def _check_stable(self, h: int) -> None:
         if h <= self._stable.height:

@@ -49,8 +49,10 @@ class ViewChangeRules(PbftState):
     # ---------------------------------------------------------------- timers
 
     def _on_timeout(self) -> None:
-        if self._active and self._recently_synced():
-            self._timer = 0  # the others progress and we are catching up: not their fault
+        if self._active and self._recently_synced() and self._sync_grace != self.pending_height:
+            # The others progress and we are catching up: not the primary's fault. Once
+            # per height only: a catch-up nobody answers must not stop view changes.
+            self._sync_grace, self._timer = self.pending_height, 0
         elif self._active or self._vc_quorum:
             self._start_view_change(self._view + 1)
         else:
@@ -146,6 +148,8 @@ class ViewChangeRules(PbftState):
             for p in cert.prepares:
                 self._observe(p)
         committed = vc.body.committed
+        if committed is not None and self._commit_by_certificate(committed):
+            return  # the certificate decides our pending height and we hold the block
         if committed is not None and committed.height > self._committed_height:
             if committed.height + 1 > self._ahead.get(vc.signer, -1):
                 self._ahead[vc.signer] = committed.height + 1

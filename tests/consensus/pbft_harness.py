@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import rlp
 from eth_hash.auto import keccak
 
+from node.consensus.certificate import CommitCertificate
 from node.consensus.engine import BlockInfo, CommittedBlock, Outbound, Ready
 from node.consensus.evidence import EquivocationEvidence
 from node.consensus.messages import EngineId, Kind, SignedMessage, Signer
@@ -260,10 +261,11 @@ def view_change(
     *,
     amnesiac: bool = False,
     attempt: int = 0,
+    committed: CommitCertificate | None = None,
 ) -> SignedMessage:
     """A VIEW-CHANGE signed by ``s``."""
     cp = checkpoint or CheckpointProof.genesis()
-    body = ViewChangeBody(cp, prepared, attempt, amnesiac)
+    body = ViewChangeBody(cp, prepared, attempt, amnesiac, committed)
     return sign(s, Kind.VIEW_CHANGE, cp.height, view, b"", body.encode())
 
 

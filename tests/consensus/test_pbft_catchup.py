@@ -10,7 +10,14 @@ from node.consensus.engine import CommittedBlock
 from node.consensus.messages import Kind
 from node.consensus.pbft import PbftConfig
 from node.consensus.types import ZERO_HASH
-from tests.consensus.pbft_harness import CHAIN_ID, Cluster, block_hash, make_block, sign
+from tests.consensus.pbft_harness import (
+    CHAIN_ID,
+    Cluster,
+    block_hash,
+    make_block,
+    sign,
+    view_change,
+)
 
 
 def test_lagging_replica_catches_up_by_delivered_blocks() -> None:
@@ -104,3 +111,18 @@ def test_replica_voting_on_a_decided_height_in_a_later_view_gets_the_commits() -
     for o in forwarded:
         c.engine(3).step(o.message)
     assert c.engine(3).committed_height == 1  # decided by the forwarded certificate votes
+
+
+def test_view_change_carrying_a_certificate_for_our_pending_block_commits_it() -> None:
+    c = Cluster(4)
+    c.stop_at = 1
+    c.intercept = lambda _s, _d, m: m.kind != Kind.COMMIT  # everyone prepared, none committed
+    c.pump()
+    e = c.engine(1)
+    assert e.committed_height == 0
+    pp = next(m for m in c.replicas[0].sent if m.kind == Kind.PRE_PREPARE)
+    votes = [sign(c.signers[j], Kind.COMMIT, 1, 0, pp.digest) for j in (0, 2, 3)]
+    cert = CommitCertificate.from_votes(votes)
+    e.step(view_change(c.signers[3], 1, committed=cert))
+    assert e.committed_height == 1
+    assert e.ready().committed[0].certificate == cert
