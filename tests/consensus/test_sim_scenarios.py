@@ -3,7 +3,8 @@
 - a view-change storm after a transient partition: views converge, commits resume;
 - a proposer crash: the others commit without it, and it catches up after restarting;
 - a replica restarted with its votes lost must never sign a second digest for a slot;
-- IBFT 1.0's locked-on-different-blocks case: PBFT still commits.
+- IBFT 1.0's locked-on-different-blocks case: PBFT still commits;
+- a committee that changes every epoch (validator-set changes) keeps every invariant.
 """
 
 from __future__ import annotations
@@ -96,3 +97,23 @@ def test_ibft_locked_on_different_blocks_still_commits() -> None:
         assert 0 <= int(r.scenario["committed_at"]) < 400, r.scenario  # with f crashed
     differ = [r for r in results if r.scenario["locks_differ"] == 1]
     assert len(differ) >= len(results) // 2, [r.scenario for r in results]
+
+
+@pytest.mark.parametrize("engine", ["pbft", "dpos"])
+@pytest.mark.parametrize("n", [4, 7])
+def test_committee_rotation_every_epoch_keeps_safety_and_liveness(engine: str, n: int) -> None:
+    require_engine(engine)
+    options = [
+        SimOptions(
+            engine=engine,
+            n=n,
+            seed=s,
+            byzantine=(n - 1) // 3,
+            epoch_length=4,
+            fault_ticks=100,
+            tail_ticks=30,
+        )
+        for s in SEEDS
+    ]
+    results = run_block(options)
+    assert max(r.heights for r in results) > 8  # at least two committee switches

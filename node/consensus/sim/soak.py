@@ -3,7 +3,8 @@
 A matrix maps a flat run index to :class:`SimOptions`, deterministically, so any number of
 workers can split it and a failure is replayed from its options alone. The mix covers every
 validator-set size asked for, ``f`` Byzantine replicas with random behaviours, link faults,
-partitions and crashes in most runs, and the named scenarios in the rest.
+partitions and crashes in most runs, the named scenarios in the rest, and a committee that
+changes every four heights in a fifth of all runs.
 """
 
 from __future__ import annotations
@@ -75,4 +76,5 @@ def soak_options(engine: str, index: int, sizes: tuple[int, ...] = (4, 7, 10, 13
         tail_ticks=40,
         crashes=1 + index % 2,
         partitions=1 + (index // 2) % 2,
+        epoch_length=4 if index % 5 == 2 else 0,  # a fifth of the runs rotate committees
     )
