@@ -9,7 +9,8 @@ of a reverted receipt later:
 2. for a ModelRegistry registration, the artifact it names is stored here with the
    declared size (409 "artifact ... is not stored on this miner" otherwise: upload first);
 3. for ``pushUpdate``, the update blob decodes against the round's base model with the
-   declared kind and sample count (400 with the decoder's reason otherwise);
+   declared kind and sample count (400 with the decoder's reason otherwise) — when this
+   miner holds the base; otherwise the miners' aggregate check is the backstop;
 4. for ``closeRound``, the miner rule of :class:`~registry.policy.RegistryPolicy` holds
    at the head: the recorded aggregate is the recomputed one (400 otherwise);
 5. the call does not revert at the head: ``not a ...`` is 403, an unknown round or
@@ -120,6 +121,8 @@ def _check_update(context: RegistryContext, call: Call) -> None:
     reader = context.reader()
     round_ = reader.round(int(args["round_id"]))  # NotFound: "unknown round"
     base = reader.version(round_.base_version)
+    if not context.blobs.has(base.digest):
+        return  # not replicated here (yet): the aggregating miner checks it instead
     try:
         shapes = {n: t.shape for n, t in load_model(_blob(context, base.digest, "base")).items()}
     except InvalidInput:
