@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -33,6 +35,28 @@ def sim(ctx: typer.Context) -> None:
     from node.consensus.sim.__main__ import main as sim_main
 
     raise typer.Exit(sim_main(list(ctx.args)))
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Keep the network and caches here.")
+    ] = None,
+    twins: Annotated[int, typer.Option(min=1, max=50, help="Twin objects taking part.")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="Federated rounds.")] = 3,
+) -> None:
+    """Run the whole story on a local 4-miner network: register, warm-start, federate, audit."""
+    from rich.console import Console
+
+    from registry.demo import run_demo
+
+    console = Console()
+    if directory is not None and directory.exists() and any(directory.iterdir()):
+        console.print(f"[red]error:[/red] {directory} is not empty")
+        raise typer.Exit(2)
+    result = run_demo(directory, twins=twins, rounds=rounds, say=console.print)
+    ok = result.heads_agree and result.certificate_ok
+    raise typer.Exit(0 if ok else 1)
 
 
 def _register() -> None:
