@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deterministic consensus simulator: n replicas, faults, Byzantine "
         "replicas, invariants checked after every step. A seed replays a run exactly.",
     )
-    p.add_argument("--engine", default=_D.engine, choices=sorted(ENGINES))
+    p.add_argument("--engine", default=_D.engine, choices=sorted(ENGINES), help="engine to run")
     p.add_argument("--n", type=int, default=_D.n, help="validators")
     p.add_argument("--seed", type=int, default=_D.seed, help="first seed")
     p.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds to run")
@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="'mixed' or a comma list of: silent, equivocate, conflict, invalid, "
         "replay, forge, badsync",
     )
-    p.add_argument("--scenario", default=_D.scenario, choices=SCENARIOS)
+    p.add_argument(
+        "--scenario",
+        default=_D.scenario,
+        choices=SCENARIOS,
+        help="what goes wrong (see scenarios.py)",
+    )
     p.add_argument(
         "--fault-ticks",
         type=int,
@@ -59,13 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=_D.tail_ticks,
         help="stop this many ticks after every honest replica recovered (-1: run all ticks)",
     )
-    p.add_argument("--loss", type=float, default=_D.loss)
-    p.add_argument("--duplicate", type=float, default=_D.duplicate)
-    p.add_argument("--delay-min", type=int, default=_D.delay_min)
-    p.add_argument("--delay-max", type=int, default=_D.delay_max)
+    p.add_argument("--loss", type=float, default=_D.loss, help="message loss rate until the heal")
+    p.add_argument("--duplicate", type=float, default=_D.duplicate, help="duplication rate")
+    p.add_argument("--delay-min", type=int, default=_D.delay_min, help="min delay in ticks")
+    p.add_argument("--delay-max", type=int, default=_D.delay_max, help="max delay in ticks")
     p.add_argument("--skew", type=float, default=_D.skew, help="tick-rate spread, e.g. 0.1")
-    p.add_argument("--partitions", type=int, default=_D.partitions)
-    p.add_argument("--crashes", type=int, default=_D.crashes)
+    p.add_argument(
+        "--partitions", type=int, default=_D.partitions, help="transient partitions (random)"
+    )
+    p.add_argument(
+        "--crashes", type=int, default=_D.crashes, help="crash-restarts of honest replicas (random)"
+    )
     p.add_argument(
         "--propose-delay",
         type=int,
