@@ -379,7 +379,9 @@ class HardState:
     ``votes`` are its own PRE-PREPARE/PREPARE/COMMIT digests above the floor;
     ``prepared`` its prepared certificates above the floor (its "locks"); ``view`` and
     ``active`` say which view it is in and whether that view was installed or is still
-    being changed to; ``new_view_built`` is the last view it built a NEW-VIEW for.
+    being changed to; ``new_view_built`` is the last view it built a NEW-VIEW for;
+    ``no_commit_view`` is a view it rejoined after asking to leave it, in which it must
+    never COMMIT (see the rejoin rule in :mod:`node.consensus.pbft_viewchange`).
     """
 
     view: int
@@ -392,6 +394,7 @@ class HardState:
     vc_attempt: int = 0
     amnesiac: bool = False
     plan: tuple[tuple[int, bytes], ...] = ()  # active view's NEW-VIEW: (height, digest or b"")
+    no_commit_view: int | None = None  # a view rejoined after asking to leave it
 
     def encode(self) -> bytes:
         """Canonical RLP (sorted votes and certificates)."""
@@ -409,6 +412,7 @@ class HardState:
                     self.vc_attempt,
                     int(self.amnesiac),
                     [[h, d] for h, d in sorted(self.plan)],
+                    0 if self.no_commit_view is None else self.no_commit_view + 1,
                 ]
             )
         )
@@ -416,7 +420,7 @@ class HardState:
     @classmethod
     def decode(cls, data: bytes) -> HardState:
         """Inverse of :meth:`encode`; raises :class:`ProofError` when malformed."""
-        items = _list(_decode_rlp(data), 11)
+        items = _list(_decode_rlp(data), 12)
         if _uint(items[0]) != HARD_STATE_VERSION:
             raise MalformedError("hard state: unknown version")
         votes = []
@@ -438,4 +442,5 @@ class HardState:
             vc_attempt=_uint(items[8]),
             amnesiac=bool(_uint(items[9])),
             plan=tuple(plan),
+            no_commit_view=_uint(items[11]) - 1 if _uint(items[11]) else None,
         )

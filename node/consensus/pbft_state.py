@@ -112,6 +112,8 @@ class PbftState:
         self._consecutive = 0
         self._round_changes = 0
         self._vc_quorum = False
+        self._left_view: int | None = None  # the installed view we last asked to leave
+        self._no_commit_view: int | None = None  # rejoined: never COMMIT in this view
         self._equivocating_view: int | None = None
         self._proposal_asked: tuple[int, int] | None = None
         self._ahead: dict[Address, int] = {}
@@ -262,6 +264,8 @@ class PbftState:
         """Sign a vote unless it could contradict one we already signed."""
         if self._amnesiac or h <= self._floor:
             return None
+        if kind == Kind.COMMIT and view == self._no_commit_view:
+            return None  # see the rejoin rule: a rejoined replica prepares, never commits
         prev = self._votes.get((kind, h, view))
         if prev is not None and prev != digest:
             self.refused_votes += 1
@@ -288,6 +292,8 @@ class PbftState:
         self._votes = {k: d for k, d in self._votes.items() if k[1] > self._floor}
         self._timer, self._consecutive, self._proposal_asked = 0, 0, None
         self._dirty = True
+        if not self._active and cert.round == self._left_view:
+            self._rejoin(cert.round)
         if h % self.config.checkpoint_interval or h <= self._stable.height:
             return
         cp = self._signer.sign(self.config.chain_id, EngineId.PBFT, Kind.CHECKPOINT, h, 0, digest)
@@ -297,6 +303,19 @@ class PbftState:
             self._set_stable(CheckpointProof(h, digest, (), cert))
         else:
             self._check_stable(h)
+
+    def _rejoin(self, view: int) -> None:
+        """Return to ``view``, which we asked to leave but which still decides blocks.
+
+        Safe because we never COMMIT in it again: every replica whose COMMIT helps decide
+        a block in ``view`` from now on left it (if ever) only after preparing that block,
+        so its VIEW-CHANGE reports the certificate, and our own stale VIEW-CHANGE is never
+        the one a NEW-VIEW depends on. We still PREPARE (helping the others) and commit
+        from the others' COMMITs.
+        """
+        self._view, self._active, self._vc_quorum = view, True, False
+        self._no_commit_view, self._left_view = view, None
+        self._timer, self._dirty = 0, True
 
     def _commit_by_certificate(self, cert: CommitCertificate) -> bool:
         """Commit the pending height from a verified certificate if we hold its block."""
@@ -400,6 +419,7 @@ class PbftState:
             vc_attempt=self._vc_attempt,
             amnesiac=self._amnesiac,
             plan=tuple((h, d or b"") for h, d in sorted(self._nv_plan.items()) if h > f),
+            no_commit_view=self._no_commit_view,
         )
 
     def _flush_hard_state(self) -> None:
@@ -434,5 +454,6 @@ class PbftState:
         self._nv_plan = {h: (Hash32(d) if d else None) for h, d in hs.plan if h > self._floor}
         self._new_view_built, self._vc_attempt = hs.new_view_built, hs.vc_attempt
         self._amnesiac, self._fresh = hs.amnesiac, False
+        self._no_commit_view = hs.no_commit_view
         if self._floor > self._committed_height:
             self._request_sync()  # we had committed more than the host stored

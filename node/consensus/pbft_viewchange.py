@@ -13,6 +13,14 @@ lowest of the ``f + 1`` highest.
 Each consecutive view change doubles the timeout up to ``max_timeout``; a commit resets
 it.
 
+Rejoining: a replica that asked to leave view ``v`` (a spurious timeout, a short cut) but
+then commits a block decided in ``v`` by the others' COMMITs returns to ``v`` instead of
+waiting, passive, for the others' next view change. It may PREPARE there but never
+COMMIT (persisted as ``no_commit_view``): the COMMITs that decide blocks in ``v`` then all
+come from replicas whose VIEW-CHANGEs, if any, postdate their prepared certificates, which
+is what the NEW-VIEW computation relies on; its own stale VIEW-CHANGE can be in a NEW-VIEW
+quorum without hiding anything.
+
 NEW-VIEW: the new primary builds it from a quorum of verified VIEW-CHANGEs with
 :func:`~node.consensus.pbft_newview.plan_new_view`, signs a PRE-PREPARE in the new view for
 every re-proposed block and installs it itself; backups recompute it with
@@ -99,11 +107,12 @@ class ViewChangeRules(PbftState):
     def _start_view_change(self, target: int) -> None:
         if target <= self._view:
             return
+        if self._active:
+            self._left_view = self._view  # kept (with its NEW-VIEW) in case we rejoin it
         self._view, self._active, self._vc_quorum = target, False, False
-        self._timer, self._vc_attempt, self._proposal_asked = 0, 0, None
+        self._timer, self._proposal_asked = 0, None
         self._consecutive += 1
         self._round_changes += 1
-        self._nv_message, self._nv_plan = None, {}
         self._dirty = True
         self._send_view_change()
         self._after_view_change_stored()

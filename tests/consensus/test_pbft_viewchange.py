@@ -9,7 +9,13 @@ from node.consensus.certificate import CommitCertificate
 from node.consensus.engine import CommittedBlock
 from node.consensus.messages import Kind, SignedMessage
 from node.consensus.pbft import PbftConfig
-from node.consensus.pbft_codec import NewViewBody, Reproposal, SignatureCache, ViewChangeBody
+from node.consensus.pbft_codec import (
+    HardState,
+    NewViewBody,
+    Reproposal,
+    SignatureCache,
+    ViewChangeBody,
+)
 from node.consensus.types import ZERO_HASH
 from tests.consensus.pbft_harness import (
     CHAIN_ID,
@@ -132,8 +138,9 @@ def test_replica_joins_a_higher_view_after_f_plus_1_view_changes() -> None:
 
 def test_lone_partitioned_replica_causes_no_view_change_storm() -> None:
     c = Cluster(4, PbftConfig(chain_id=CHAIN_ID, base_timeout=10, max_timeout=40))
+    c.stop_at = 2
+    c.pump()  # everyone has voted: no one starts out fresh
     c.blocked = {(3, j) for j in range(3)} | {(j, 3) for j in range(3)}
-    c.stop_at = 0
     for t in range(300):
         if t % 5 == 0:
             c.stop_at += 1  # the host proposes one block every five ticks
@@ -142,9 +149,18 @@ def test_lone_partitioned_replica_causes_no_view_change_storm() -> None:
     assert cut.view == 1 and not cut.view_active  # asked once, never ran ahead alone
     assert all(c.engine(i).status().round_changes == 0 for i in range(3))
     c.blocked = set()
+    mark = len(c.replicas[3].sent)
     c.stop_at += 5
     c.run_until(lambda: c.heights()[3] == c.heights()[0] == c.stop_at, max_ticks=400)
     assert all(c.engine(i).view == 0 for i in range(3))  # the majority never moved
+    assert cut.view == 0 and cut.view_active  # it rejoined the view that kept deciding
+    c.stop_at += 3
+    c.run_until(lambda: min(c.heights()) == c.stop_at)
+    late = c.replicas[3].sent[mark:]
+    assert any(m.kind == Kind.PREPARE and m.round == 0 for m in late)
+    assert not any(m.kind == Kind.COMMIT and m.round == 0 for m in late)  # the rejoin rule
+    hs = c.replicas[3].hard_state
+    assert hs is not None and HardState.decode(hs).no_commit_view == 0  # survives restarts
     c.assert_agreement()
 
 
