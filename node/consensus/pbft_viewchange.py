@@ -250,7 +250,7 @@ class ViewChangeRules(PbftState):
         if self._active:
             self._round_changes += 1  # jumped to a later view without asking for it
         self._view, self._active, self._vc_quorum = t, True, False
-        self._timer, self._proposal_asked = 0, None
+        self._timer, self._proposal_asked, self._left_view = 0, None, None
         self._nv_message = msg
         self._nv_plan = {h: (c.digest if c is not None else None) for h, c in plan.entries}
         self._vcs.prune_through(t)
