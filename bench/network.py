@@ -8,7 +8,8 @@ Prints figures and the machine they ran on; never a test.
     python bench/network.py --engines pbft --seconds 30 --window 16
 
 Clients are closed-loop: each of the network's member accounts keeps ``window``
-transactions in flight (sends them to a random miner, waits for every receipt, repeats).
+transactions in flight (uploads a 256-byte artifact to a random miner over the REST API,
+sends the registration there, waits for every receipt, repeats).
 Latency is from send to receipt as the client sees it (receipt polled every 50 ms).
 The ceiling is ``Executor.build_block`` + ``commit`` of the same kind of transaction in
 this process, which is what one miner must do per block; the goal from the issue is
@@ -18,6 +19,7 @@ network throughput >= 60% of ceiling x cores / miners.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import random
@@ -46,10 +48,12 @@ REGISTRY = Web3().eth.contract(
 )
 
 
-def dataset_tx(acct: Any, nonce: int, chain_id: int, tag: str) -> bytes:
+def dataset_tx(
+    acct: Any, nonce: int, chain_id: int, tag: str, digest: bytes | None = None, size: int = 1024
+) -> bytes:
     data = REGISTRY.encode_abi(
         "registerDataset",
-        [f"bench-{tag}", os.urandom(32), 1024, "application/octet-stream", b"\x00" * 32],
+        [f"bench-{tag}", digest or os.urandom(32), size, "application/octet-stream", b"\x00" * 32],
     )
     tx = {
         "to": REGISTRY.address,
@@ -99,7 +103,7 @@ def ceiling(net: Network, accounts: list[Any], block_size: int = 70, blocks: int
 def load(net: Network, accounts: list[Any], seconds: float, window: int) -> dict[str, float]:
     chain_id = net.layout.chain_id
     urls = [net.url(i) for i in range(len(net.layout.miners))]
-    token = net.token(0, "auditor-0")
+    token = net.token(0, "publisher-0")  # may upload artifacts and read
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -123,8 +127,11 @@ def load(net: Network, accounts: list[Any], seconds: float, window: int) -> dict
         while time.monotonic() < stop_at:
             sent: list[tuple[str, float]] = []
             for _ in range(window):
-                raw = dataset_tx(acct, nonce, chain_id, f"{idx}-{nonce}")
                 url = rng.choice(urls)
+                blob = os.urandom(256)  # a miner orders a registration only if it holds it
+                digest = hashlib.sha256(blob).digest()
+                http.put(f"{url}/v1/blobs/sha256:{digest.hex()}", content=blob)
+                raw = dataset_tx(acct, nonce, chain_id, f"{idx}-{nonce}", digest, len(blob))
                 r = http.post(
                     url,
                     json={

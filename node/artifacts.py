@@ -33,6 +33,12 @@ class ArtifactPolicy(Protocol):
 
         Pure: decodes the calldata only; never raises for foreign transactions."""
 
+    def inputs_of(
+        self, tx: SignedTx, parent: Header, executor: Executor
+    ) -> Sequence[tuple[ArtifactDigest, int]]:
+        """``(digest, size)`` of the artifacts :meth:`check` reads for ``tx`` on
+        ``parent`` (an aggregate's base model and updates), fetched before voting."""
+
     def check(
         self, tx: SignedTx, parent: Header, executor: Executor, blobs: BlobStore
     ) -> str | None:

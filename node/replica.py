@@ -131,7 +131,13 @@ class Replica:
         self.commit_times: list[float] = []  # wall time of recent commits (metrics)
         base = genesis.consensus.timeout("request", 20)
         #: Ticks a proposer waits for transactions before proposing an empty block.
-        self.empty_block_ticks = genesis.consensus.timeout("empty_block", max(1, base // 2))
+        # (DPoS: well inside the producer's slot, or an idle network never moves.)
+        default_empty = (
+            max(1, base // 2)
+            if self.engine_name == "pbft"
+            else max(1, genesis.consensus.timeout("slot", 10) * 2 // 5)
+        )
+        self.empty_block_ticks = genesis.consensus.timeout("empty_block", default_empty)
         #: Ticks a proposer lets transactions accumulate after the first one arrived
         #: while it was waiting (one block for a burst instead of one per transaction).
         self.batch_ticks = genesis.consensus.timeout("batch", 2)
@@ -272,15 +278,24 @@ class Replica:
             if reason is not None:
                 raise InvalidBlock(f"transaction 0x{tx.hash.hex()}: {reason}")
 
-    def missing_artifacts(self, tx: SignedTx) -> list[tuple[ArtifactDigest, int]]:
-        """Artifacts ``tx`` registers that this miner does not hold."""
+    def missing_artifacts(
+        self, tx: SignedTx, parent: Header | None = None
+    ) -> list[tuple[ArtifactDigest, int]]:
+        """Artifacts ``tx`` registers, or needs for its check on ``parent`` (default:
+        the head), that this miner does not hold."""
         if self.policy is None:
             return []
-        return [(d, size) for d, size in self.policy.artifacts_of(tx) if not self.blobs.has(d)]
+        at = parent if parent is not None else self.store.head()
+        try:
+            needed = [*self.policy.artifacts_of(tx), *self.policy.inputs_of(tx, at, self.executor)]
+        except TwinChainError as exc:
+            log.info("cannot list artifacts of 0x%s: %s", tx.hash.hex(), exc)
+            return []
+        return [(d, size) for d, size in needed if not self.blobs.has(d)]
 
     def application_problem(self, tx: SignedTx, parent: Header) -> str | None:
         """Why ``tx`` may not go into a block on ``parent`` (None if it may)."""
-        missing = self.missing_artifacts(tx)
+        missing = self.missing_artifacts(tx, parent)
         if missing:
             for digest, size in missing:
                 self.wanted[digest] = size
@@ -483,7 +498,7 @@ class Replica:
                 chosen.append(tx)
                 continue
             blocked.add(tx.sender)
-            if self.missing_artifacts(tx):
+            if self.missing_artifacts(tx, parent):
                 continue
             seen = self._refusals.setdefault(bytes(tx.hash), set())
             seen.add(bytes(parent.hash()))

@@ -22,8 +22,13 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The miner's 
 
 @node_app.command("start")
 def start(config: ConfigOption) -> None:
-    """Start a miner in the foreground (stop it with Ctrl-C or SIGTERM)."""
+    """Start a miner in the foreground (stop it with Ctrl-C or SIGTERM).
+
+    The miner serves the registry REST API under /v1 beside JSON-RPC, and enforces the
+    registry's artifact rules (held artifacts, recomputed aggregates) in consensus."""
     from node.daemon import run_miner
+    from registry.api import mount
+    from registry.policy import RegistryPolicy
 
     try:
         cfg = load_config(config)
@@ -31,7 +36,7 @@ def start(config: ConfigOption) -> None:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     try:
-        run_miner(cfg)
+        run_miner(cfg, routes=mount, policy=RegistryPolicy())
     except TwinChainError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -126,6 +126,29 @@ class RegistryPolicy:
             return ()  # the contract refuses it ("empty digest", "zero size")
         return ((ArtifactDigest(bytes(raw)), int(size)),)
 
+    def inputs_of(
+        self, tx: SignedTx, parent: Header, executor: StateCaller
+    ) -> Sequence[tuple[ArtifactDigest, int]]:
+        """Blobs :meth:`check` reads for ``tx`` on ``parent``: a ``closeRound``'s base
+        model and included updates (so the miner can fetch them from peers first)."""
+        if tx.to is None or bytes(tx.to) != REGISTRY_ADDRESS_BYTES:
+            return ()
+        call = decode_call(bytes(tx.evm.data))
+        if call is None or call.function != "closeRound":
+            return ()
+        reader = reader_at(executor, parent)
+        needed: list[tuple[ArtifactDigest, int]] = []
+        try:
+            round_ = reader.round(int(call.args["round_id"]))
+            base = reader.version(round_.base_version)
+            needed.append((base.digest, base.size))
+            for update_id in call.args["included_update_ids"]:
+                update = reader.update(int(update_id))
+                needed.append((update.digest, update.size))
+        except NotFound:
+            pass  # check() explains what is unknown
+        return needed
+
     # ------------------------------------------------------------ rule 2
 
     def check(

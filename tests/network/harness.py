@@ -7,6 +7,7 @@ web3.py, kill them with SIGKILL, restart them, and read their ``/status``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -182,6 +183,18 @@ class Network:
                 exception_retry_configuration=None,
             )
         )
+
+    def upload(self, i: int, data: bytes, account: str = "publisher-0") -> bytes:
+        """Store ``data`` at miner ``i`` through the REST API; returns its SHA-256."""
+        digest = hashlib.sha256(data).digest()
+        r = httpx.put(
+            f"{self.url(i)}/v1/blobs/sha256:{digest.hex()}",
+            content=data,
+            headers={"Authorization": f"Bearer {self.token(i, account)}"},
+            timeout=30,
+        )
+        assert r.status_code in (200, 201), r.text
+        return digest
 
     def registry(self, w3: Web3) -> Any:
         return w3.eth.contract(

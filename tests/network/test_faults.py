@@ -6,7 +6,6 @@ The default suite runs a short chaos; ``TWINCHAIN_LONG=1`` runs the long one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -93,15 +92,21 @@ def _load(net: Network, rounds: int, seed: int, kill_every: int) -> dict[str, An
     down: int | None = None
     for r in range(rounds):
         live = [i for i in range(4) if i != down]
-        target = rng.choice(live)
+        answering = [i for i in live if net.status(i) is not None]  # a restart takes seconds
+        target = rng.choice(answering or live)
         w3 = net.web3(target, "publisher-0")
         registry = net.registry(w3)
         sent = []
         for _ in range(3):
+            data = b"chaos %d-%d" % (seed, nonce)
+            try:
+                digest = net.upload(target, data)
+            except Exception:
+                break  # the miner went away under us
             fn = registry.functions.registerDataset(
                 f"chaos-{seed}-{nonce}",
-                hashlib.sha256(b"chaos%d-%d" % (seed, nonce)).digest(),
-                1,
+                digest,
+                len(data),
                 "application/octet-stream",
                 b"\x00" * 32,
             )

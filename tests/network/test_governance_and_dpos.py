@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -180,8 +179,10 @@ def test_dpos_network_commits_registry_transactions_and_survives_a_killed_produc
         w3 = net.web3(2, "publisher-0")
         registry = net.registry(w3)
         acct = net.account("publisher-0")
+        data = b"dpos dataset"
+        digest = net.upload(2, data)
         fn = registry.functions.registerDataset(
-            "dpos-ds", hashlib.sha256(b"dpos").digest(), 7, "application/octet-stream", b"\x00" * 32
+            "dpos-ds", digest, len(data), "application/octet-stream", b"\x00" * 32
         )
         tx = fn.build_transaction(
             {

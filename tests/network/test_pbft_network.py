@@ -6,7 +6,6 @@ leave it with every miner running.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import ssl
@@ -52,12 +51,10 @@ def test_web3_registry_flow_and_every_miner_agrees(net: Network) -> None:
     start = w3.eth.get_transaction_count(publisher.address)
     hashes = []
     for k in range(3):
+        data = b"channel measurements %d " % k * (40 + k)
+        digest = net.upload(k % 4, data)  # a miner must hold an artifact to order it
         fn = registry.functions.registerDataset(
-            f"channels-{k}",
-            hashlib.sha256(b"ds%d" % k).digest(),
-            1000 + k,
-            "application/octet-stream",
-            b"\x00" * 32,
+            f"channels-{k}", digest, len(data), "application/octet-stream", b"\x00" * 32
         )
         hashes.append(_send(net, k % 4, fn, "publisher-0", start + k))
     receipts = [

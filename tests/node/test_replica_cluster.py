@@ -20,14 +20,16 @@ from tests.chain.helpers import PUBLISHER, VALIDATORS, genesis_document, registe
 class Cluster:
     """n replicas wired by a loss-free in-memory pump."""
 
-    def __init__(self, tmp: Path, engine: str, n: int = 4, epoch_length: int = 100) -> None:
+    def __init__(
+        self, tmp: Path, engine: str, n: int = 4, epoch_length: int = 100, committee: int = 0
+    ) -> None:
         doc = genesis_document()
         doc["validators"] = [k.hex for k in VALIDATORS[:n]]
         doc["consensus"] = {
             **doc["consensus"],
             "engine": engine,
             "epoch_length": epoch_length,
-            "committee_size": n,
+            "committee_size": committee or n,
         }
         self.genesis = parse_genesis(doc)
         self.tmp = tmp
@@ -142,3 +144,54 @@ def test_restarted_replica_catches_up_and_agrees(tmp_path: Path, engine: str) ->
     common = min(heights)
     hashes = {r.store.block_by_height(common).hash() for r in cluster.replicas if r}  # type: ignore[union-attr]
     assert len(hashes) == 1
+
+
+def _election_call(signature: str, types: list[str], args: list[object]) -> bytes:
+    from eth_abi.abi import encode as abi_encode
+    from eth_hash.auto import keccak
+
+    return bytes(keccak(signature.encode())[:4]) + abi_encode(types, args)
+
+
+def test_dpos_committee_elected_in_the_election_contract_takes_over_at_an_epoch_boundary(
+    tmp_path: Path,
+) -> None:
+    from node.chain.types import ELECTION_ADDRESS
+    from tests.chain.helpers import sign
+
+    epoch, seats = 10, 3
+    cluster = Cluster(tmp_path, "dpos", epoch_length=epoch, committee=seats)
+    for i, key in enumerate(VALIDATORS[:4]):
+        cluster.submit(
+            sign(key, 0, ELECTION_ADDRESS, _election_call("registerCandidate()", [], []))
+        )
+        del i
+    voter = PUBLISHER
+    cluster.submit(
+        sign(voter, 0, ELECTION_ADDRESS, _election_call("stake()", [], []), value=10**18)
+    )
+    backed = [VALIDATORS[3].address, VALIDATORS[2].address, VALIDATORS[1].address]
+    cluster.submit(
+        sign(voter, 1, ELECTION_ADDRESS, _election_call("vote(address[])", ["address[]"], [backed]))
+    )
+    cluster.run(400)
+    first = cluster.replicas[0]
+    assert first is not None
+    head = first.store.head().height
+    elected_epoch = next(
+        (
+            e
+            for e in range(2, head // epoch + 1)
+            if (vs := first.validator_set(e)) is not None and vs.n == seats
+        ),
+        None,
+    )
+    assert elected_epoch is not None, f"no elected committee by height {head}"
+    vset = first.validator_set(elected_epoch)
+    assert vset is not None and set(vset.members) == set(backed)
+    assert head >= elected_epoch * epoch + 2, "the elected committee must keep committing"
+    block = first.store.block_by_height(elected_epoch * epoch + 1)
+    assert block is not None
+    first.verify_seal(block)  # certified by the elected three
+    common = min(cluster.heads())
+    assert len({r.store.block_by_height(common).hash() for r in cluster.replicas if r}) == 1  # type: ignore[union-attr]
