@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,17 @@ def test_replay_command_parses_back_to_the_same_options() -> None:
     parsed = options_from(build_parser().parse_args(options.argv()))
     assert parsed == options
     assert options.command().startswith("python -m node.consensus.sim --engine pbft --n 7")
+
+
+def test_every_option_round_trips_through_the_command_line() -> None:
+    changed = {
+        f.name: (f.default + 1 if isinstance(f.default, int) else f.default)
+        for f in fields(SimOptions)
+        if isinstance(f.default, int | float) and f.name not in ("n",)
+    }
+    changed["loss"], changed["duplicate"], changed["skew"] = 0.25, 0.125, 0.5
+    options = SimOptions(n=7, **changed)
+    assert options_from(build_parser().parse_args(options.argv())) == options
 
 
 def test_cli_prints_a_summary_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

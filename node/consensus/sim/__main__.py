@@ -17,6 +17,32 @@ from node.consensus.sim.run import describe, run_seeds
 _D = SimOptions()
 
 
+#: The SimOptions fields the command line sets: (field, type, help). Flags are the field
+#: names with dashes, so ``SimOptions.argv()`` and this table always agree.
+_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("n", int, "validators"),
+    ("seed", int, "first seed"),
+    ("byzantine", int, "Byzantine replicas (at most f for the guarantees to apply)"),
+    (
+        "behaviours",
+        str,
+        "'mixed' or a comma list of: silent, equivocate, conflict, invalid, replay, forge, badsync",
+    ),
+    ("fault_ticks", int, "ticks with faults; everything heals at this tick"),
+    ("recovery_ticks", int, "ticks after the heal in which every honest replica must commit"),
+    ("tail_ticks", int, "stop this many ticks after every honest replica recovered (-1: never)"),
+    ("loss", float, "message loss rate until the heal"),
+    ("duplicate", float, "message duplication rate"),
+    ("delay_min", int, "min delay in ticks"),
+    ("delay_max", int, "max delay in ticks"),
+    ("skew", float, "tick-rate spread of the replicas' clocks, e.g. 0.1"),
+    ("partitions", int, "transient partitions (random scenario)"),
+    ("crashes", int, "crash-restarts of honest replicas (random scenario)"),
+    ("propose_delay", int, "max ticks a host takes to build a proposed block"),
+    ("epoch_length", int, "rotate the committee every this many heights (0: static set)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The simulator's command line."""
     p = argparse.ArgumentParser(
@@ -25,68 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         "replicas, invariants checked after every step. A seed replays a run exactly.",
     )
     p.add_argument("--engine", default=_D.engine, choices=sorted(ENGINES), help="engine to run")
-    p.add_argument("--n", type=int, default=_D.n, help="validators")
-    p.add_argument("--seed", type=int, default=_D.seed, help="first seed")
+    p.add_argument("--scenario", default=_D.scenario, choices=SCENARIOS, help="what goes wrong")
+    for name, kind, text in _FLAGS:
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, type=kind, default=getattr(_D, name), help=text)
     p.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds to run")
-    p.add_argument(
-        "--byzantine",
-        type=int,
-        default=_D.byzantine,
-        help="Byzantine replicas (at most f for the guarantees to apply)",
-    )
-    p.add_argument(
-        "--behaviours",
-        default=_D.behaviours,
-        help="'mixed' or a comma list of: silent, equivocate, conflict, invalid, "
-        "replay, forge, badsync",
-    )
-    p.add_argument(
-        "--scenario",
-        default=_D.scenario,
-        choices=SCENARIOS,
-        help="what goes wrong (see scenarios.py)",
-    )
-    p.add_argument(
-        "--fault-ticks",
-        type=int,
-        default=_D.fault_ticks,
-        help="ticks with faults; everything heals at this tick",
-    )
-    p.add_argument(
-        "--recovery-ticks",
-        type=int,
-        default=_D.recovery_ticks,
-        help="ticks after the heal in which every honest replica must commit",
-    )
-    p.add_argument(
-        "--tail-ticks",
-        type=int,
-        default=_D.tail_ticks,
-        help="stop this many ticks after every honest replica recovered (-1: run all ticks)",
-    )
-    p.add_argument("--loss", type=float, default=_D.loss, help="message loss rate until the heal")
-    p.add_argument("--duplicate", type=float, default=_D.duplicate, help="duplication rate")
-    p.add_argument("--delay-min", type=int, default=_D.delay_min, help="min delay in ticks")
-    p.add_argument("--delay-max", type=int, default=_D.delay_max, help="max delay in ticks")
-    p.add_argument("--skew", type=float, default=_D.skew, help="tick-rate spread, e.g. 0.1")
-    p.add_argument(
-        "--partitions", type=int, default=_D.partitions, help="transient partitions (random)"
-    )
-    p.add_argument(
-        "--crashes", type=int, default=_D.crashes, help="crash-restarts of honest replicas (random)"
-    )
-    p.add_argument(
-        "--propose-delay",
-        type=int,
-        default=_D.propose_delay,
-        help="max ticks a host takes to build a proposed block",
-    )
-    p.add_argument(
-        "--epoch-length",
-        type=int,
-        default=_D.epoch_length,
-        help="rotate the committee every this many heights (0: one static validator set)",
-    )
     p.add_argument(
         "--config",
         action="append",
@@ -100,26 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace) -> SimOptions:
     """SimOptions from parsed arguments."""
+    fields = {name: getattr(args, name) for name, _, _ in _FLAGS}
     return SimOptions(
-        engine=args.engine,
-        n=args.n,
-        seed=args.seed,
-        byzantine=args.byzantine,
-        behaviours=args.behaviours,
-        scenario=args.scenario,
-        fault_ticks=args.fault_ticks,
-        recovery_ticks=args.recovery_ticks,
-        tail_ticks=args.tail_ticks,
-        loss=args.loss,
-        duplicate=args.duplicate,
-        delay_min=args.delay_min,
-        delay_max=args.delay_max,
-        skew=args.skew,
-        partitions=args.partitions,
-        crashes=args.crashes,
-        propose_delay=args.propose_delay,
-        epoch_length=args.epoch_length,
-        config=parse_config(args.config),
+        engine=args.engine, scenario=args.scenario, config=parse_config(args.config), **fields
     )
 
 
