@@ -198,10 +198,11 @@ def _story(
             best = (acc, version.id, version.version)
             publisher.set_alias(MODEL, "production", version.id)
             say(f"  production -> {MODEL} v{version.version}: the next round warm-starts here")
-    final = publisher.set_alias(MODEL, "production", best[1])
-    result.production = final.id
+    # production already follows every improvement, so it ends on the best version
+    result.production = publisher.resolve_version(MODEL, "production")
+    assert result.production == best[1]
     say(f"production stays on the best version, {MODEL} v{best[2]} (accuracy {best[0]:.3f})")
-    _audit(layout, publisher, final.id, result, say)
+    _audit(layout, publisher, result.production, result, say)
     return result
 
 
