@@ -13,8 +13,8 @@ behaviour      what the replica does to its traffic
 silent         sends nothing at all
 equivocate     a block proposal (PRE-PREPARE / BLOCK) goes as block A to some backups and
                as a same-length twin B to the others (sometimes both to one backup)
-conflict       a vote (PREPARE / COMMIT / CONFIRM) is re-signed over a second digest for
-               part of the recipients
+conflict       a vote (PREPARE / COMMIT / CONFIRM / CHECKPOINT) is re-signed over a second
+               digest for part of the recipients
 invalid        a block proposal carries a block marked invalid (or with a bogus parent)
 replay         re-sends old messages it sent or received, to random peers
 forge          adds messages signed by a non-validator key, messages claiming an honest
@@ -65,7 +65,10 @@ ACTIVE_BEHAVIOURS = (
 )
 
 PROPOSAL_KINDS = frozenset({Kind.PRE_PREPARE, Kind.BLOCK})
-VOTE_KINDS = frozenset({Kind.PREPARE, Kind.COMMIT, Kind.CONFIRM})
+#: Votes a ``conflict`` replica re-signs over a second digest. CHECKPOINT is no
+#: equivocation kind (no evidence is owed), but a lying checkpoint must not move anyone's
+#: stable checkpoint or watermarks.
+VOTE_KINDS = frozenset({Kind.PREPARE, Kind.COMMIT, Kind.CONFIRM, Kind.CHECKPOINT})
 _HISTORY = 128
 
 
