@@ -204,11 +204,6 @@ class SafetyChecker:
                 f" is not the previous block {tip.hash.hex()[:8]}",
             )
 
-    def restore_tip(self, replica: int, height: int, hash_: Hash32) -> None:
-        """Tell the checker where a replica's durable chain ends (used at restart)."""
-        tip = self._tips.setdefault(replica, _Tip())
-        tip.height, tip.hash = height, hash_
-
     def tip(self, replica: int) -> int:
         """Height of the last block ``replica`` committed."""
         return self._tips.get(replica, _Tip()).height

@@ -45,7 +45,6 @@ class LockedScenario(Scenario):
         self.target_of: dict[int, int] = {}  # round -> replica receiving its PREPAREs
         self.rounds: list[int] = []  # locked rounds, in order (a's, then b's)
         self._prepares: dict[tuple[int, int, bytes], set[bytes]] = {}
-        self._preprepared: dict[tuple[int, int], bytes] = {}
         self.locks: dict[int, tuple[int, bytes]] = {}  # replica -> (round, digest) prepared
         self.crashed: list[int] = []
         self.released_at = -1
@@ -107,13 +106,14 @@ class LockedScenario(Scenario):
     # -- observing locks --------------------------------------------------------------
 
     def on_deliver(self, env: Envelope) -> None:
-        """Count PRE-PREPAREs and PREPAREs at the target height to spot prepared replicas."""
+        """Count PREPAREs delivered to the lock targets to spot when they are prepared.
+
+        (PBFT re-proposals travel inside NEW-VIEW, so the PREPARE count is the signal.)
+        """
         msg = env.body
         if not isinstance(msg, SignedMessage) or msg.height != self.height:
             return
-        if msg.kind == Kind.PRE_PREPARE:
-            self._preprepared.setdefault((env.dst, msg.round), msg.digest)
-        elif msg.kind == Kind.PREPARE and self.target_of.get(msg.round) == env.dst:
+        if msg.kind == Kind.PREPARE and self.target_of.get(msg.round) == env.dst:
             voters = self._prepares.setdefault((env.dst, msg.round, msg.digest), set())
             voters.add(msg.signer)
             if len(voters) >= self.sim.validators.quorum - 1 and env.dst not in self.locks:
