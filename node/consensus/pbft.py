@@ -408,9 +408,12 @@ class PbftEngine(ViewChangeRules):
         log = self._log.peek(h)
         if log is None:
             return False
-        quorum = self._vset_at(h).quorum
+        vset = self._vset_at(h)
+        quorum = vset.quorum
         for view in log.views():
-            for digest, votes in log.slots[view].commit_groups():
+            for digest, group in log.slots[view].commit_groups():
+                # votes admitted before a validator-set change may include non-members
+                votes = [v for v in group if v.signer in vset]
                 if len(votes) < quorum:
                     continue
                 payload = log.payload(digest)

@@ -264,6 +264,8 @@ class PbftState:
         """Sign a vote unless it could contradict one we already signed."""
         if self._amnesiac or h <= self._floor:
             return None
+        if self._signer.address not in self._vset_at(h):
+            return None  # not a validator at h (e.g. removed by governance): observe only
         if kind == Kind.COMMIT and view == self._no_commit_view:
             return None  # see the rejoin rule: a rejoined replica prepares, never commits
         prev = self._votes.get((kind, h, view))

@@ -195,3 +195,44 @@ def test_dpos_committee_elected_in_the_election_contract_takes_over_at_an_epoch_
     first.verify_seal(block)  # certified by the elected three
     common = min(cluster.heads())
     assert len({r.store.block_by_height(common).hash() for r in cluster.replicas if r}) == 1  # type: ignore[union-attr]
+
+
+def test_pbft_miner_removed_by_admin_proposal_leaves_the_set_at_an_epoch_boundary(
+    tmp_path: Path,
+) -> None:
+    from contracts import ProposalAction, Role
+    from node.chain.types import MEMBERSHIP_ADDRESS
+    from tests.chain.helpers import ADMINS, membership_call, sign
+
+    epoch = 10
+    cluster = Cluster(tmp_path, "pbft", epoch_length=epoch)
+    leaving = VALIDATORS[3].address
+    cluster.submit(
+        sign(
+            ADMINS[0],
+            0,
+            MEMBERSHIP_ADDRESS,
+            membership_call("propose", int(ProposalAction.REVOKE_ROLE), leaving, int(Role.MINER)),
+        )
+    )
+    cluster.submit(sign(ADMINS[1], 0, MEMBERSHIP_ADDRESS, membership_call("approve", 1)))
+    cluster.run(500)
+    first = cluster.replicas[0]
+    assert first is not None
+    head = first.store.head().height
+    shrunk = next(
+        (
+            e
+            for e in range(2, head // epoch + 1)
+            if (vs := first.validator_set(e)) is not None and vs.n == 3
+        ),
+        None,
+    )
+    assert shrunk is not None, f"the set never shrank by height {head}"
+    vset = first.validator_set(shrunk)
+    assert vset is not None and leaving not in vset
+    assert head >= shrunk * epoch + 2, "the remaining three must keep committing"
+    block = first.store.block_by_height(shrunk * epoch + 1)
+    assert block is not None
+    first.verify_seal(block)  # certified by the three that remain
+    assert block.header.validator_set_hash == vset.hash()
