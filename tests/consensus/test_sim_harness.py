@@ -267,3 +267,23 @@ def test_a_seed_replays_byte_for_byte_across_processes_and_hash_seeds(engine: st
         for hash_seed in ("1", "2")
     }
     assert len(outs) == 1, outs
+
+
+def test_pbft_new_view_reproposals_reach_the_honest_equivocation_check() -> None:
+    pytest.importorskip("node.consensus.pbft")
+    from node.consensus.sim.cluster import Simulation
+
+    seen: list[int] = []
+    for seed in range(4):
+        sim = Simulation(SimOptions(engine="pbft", seed=seed, scenario="storm", fault_ticks=120))
+        unwrap = sim.ctx.unwrap
+        assert unwrap is not None
+
+        def counting(msg: object, unwrap: object = unwrap) -> list[object]:
+            out = unwrap(msg)  # type: ignore[operator]
+            seen.extend(m.kind for m in out)
+            return out  # type: ignore[no-any-return]
+
+        sim.ctx.unwrap = counting  # type: ignore[assignment]
+        assert sim.run().ok
+    assert seen and set(seen) == {Kind.PRE_PREPARE}

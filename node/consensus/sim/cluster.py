@@ -97,6 +97,7 @@ class Simulation:
             byzantine=self.byzantine,
             propose_delay=options.propose_delay,
             epoch_length=options.epoch_length,
+            unwrap=spec.unwrap(SIM_CHAIN_ID) if spec.unwrap is not None else None,
         )
         self.hosts = [self._make_host(i, signers[i]) for i in range(n)]
         self.expectations: list[_Expectation] = []

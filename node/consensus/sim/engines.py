@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.consensus.engine import BlockValidator, Engine
-from node.consensus.messages import Kind, Signer
-from node.consensus.sim.host import EngineFactory
+from node.consensus.messages import Kind, SignedMessage, Signer
+from node.consensus.sim.host import EngineFactory, Unwrap
 from node.consensus.types import Hash32, ValidatorSet
 
 #: The simulator's chain id: a run's signatures are never valid on a real network.
@@ -29,6 +29,7 @@ class EngineSpec:
     build: Callable[[int, dict[str, int]], EngineFactory]
     defaults: tuple[tuple[str, int], ...] = ()
     epoch_key: str | None = None  # config field that must match the simulated epochs
+    unwrap: Callable[[int], Unwrap] | None = None  # signatures that travel inside bodies
 
 
 def _pbft(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
@@ -83,9 +84,56 @@ def _dpos(chain_id: int, overrides: dict[str, int]) -> EngineFactory:
     return make
 
 
+def _pbft_unwrap(chain_id: int) -> Unwrap:
+    """PRE-PREPAREs a NEW-VIEW re-issues travel as bare signatures inside its body.
+
+    The checker must see them too (an honest primary signing a re-proposal and a fresh
+    proposal for one height and view equivocates). Each is rebuilt from the prepared
+    certificate it carries over and kept only if its signature verifies, so a rebuilding
+    mistake can hide an equivocation but never invent one.
+    """
+    from node.consensus.pbft_codec import NewViewBody, ProofError, ViewChangeBody
+
+    def unwrap(msg: SignedMessage) -> list[SignedMessage]:
+        if msg.kind != Kind.NEW_VIEW:
+            return []
+        try:
+            body = NewViewBody.decode(msg.payload)
+            blocks: dict[tuple[int, bytes], bytes] = {}
+            for vc in body.view_changes:
+                for cert in ViewChangeBody.decode(vc.payload).prepared:
+                    blocks[(cert.height, cert.digest)] = cert.pre_prepare.payload
+        except ProofError:
+            return []
+        out = []
+        for prop in body.reproposals:
+            payload = blocks.get((prop.height, prop.digest))
+            if prop.is_null or payload is None:
+                continue
+            pp = SignedMessage(
+                msg.engine,
+                Kind.PRE_PREPARE,
+                prop.height,
+                msg.round,
+                Hash32(prop.digest),
+                payload,
+                msg.signer,
+                prop.signature,
+            )
+            if pp.verify(chain_id):
+                out.append(pp)
+        return out
+
+    return unwrap
+
+
 ENGINES: dict[str, EngineSpec] = {
     "pbft": EngineSpec(
-        "pbft", Kind.COMMIT, _pbft, defaults=(("base_timeout", 10), ("max_timeout", 80))
+        "pbft",
+        Kind.COMMIT,
+        _pbft,
+        defaults=(("base_timeout", 10), ("max_timeout", 80)),
+        unwrap=_pbft_unwrap,
     ),
     "dpos": EngineSpec("dpos", Kind.CONFIRM, _dpos, epoch_key="epoch_length"),
 }

@@ -44,6 +44,9 @@ from node.consensus.types import ZERO_HASH, Address, Hash32, ValidatorSet
 EngineFactory = Callable[[Signer, ValidatorSet, BlockValidator, int, Hash32, bytes | None], Engine]
 """``(signer, validators, validate, committed_height, committed_hash, hard_state) -> Engine``."""
 
+Unwrap = Callable[[SignedMessage], list[SignedMessage]]
+"""Signed messages carried inside another message's body (engine-specific)."""
+
 SYNC_BATCH = 16  # blocks per catch-up answer
 SYNC_RETRY = 8  # ticks before the same catch-up request is sent to the same peer again
 _ADMISSION_DROPS = (
@@ -89,6 +92,7 @@ class HostContext:
     byzantine: frozenset[int] = frozenset()
     propose_delay: int = 0
     epoch_length: int = 0  # > 0: a new committee every epoch_length heights
+    unwrap: Unwrap | None = None
     on_sent: Callable[[int, SignedMessage], None] | None = None
 
 
@@ -299,6 +303,8 @@ class Host:
     def _send(self, to: Address | None, msg: SignedMessage) -> None:
         if self.honest:
             self.ctx.checker.on_honest_send(self.index, msg, self.now)
+            for inner in self.ctx.unwrap(msg) if self.ctx.unwrap is not None else []:
+                self.ctx.checker.on_honest_send(self.index, inner, self.now)
         if self.ctx.on_sent is not None:
             self.ctx.on_sent(self.index, msg)
         size = len(msg.encode())
