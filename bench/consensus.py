@@ -219,9 +219,10 @@ def bench_traffic(engine: str) -> None:
         )
 
 
-def bench_recovery(engine: str, seeds: int = 20) -> None:
+def bench_recovery(engine: str, seeds: int = 20, config: tuple[tuple[str, int], ...] = ()) -> None:
     """Ticks from a proposer crash until two new heights commit."""
-    print(f"## recovery ({engine}, proposer crash, {seeds} seeds per n)")
+    label = " ".join(f"{k}={v}" for k, v in config) or "simulator defaults"
+    print(f"## recovery ({engine}, {label}, proposer crash, {seeds} seeds per n)")
     if not _engine_available(engine):
         return
     for n in SIZES:
@@ -238,6 +239,7 @@ def bench_recovery(engine: str, seeds: int = 20) -> None:
                     duplicate=0.0,
                     fault_ticks=300,
                     recovery_ticks=200,
+                    config=config,
                 )
             )
             violations += len(r.violations)
@@ -309,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_traffic(engine)
         if "recovery" in sections:
             bench_recovery(engine)
+            if engine == "pbft":  # and with the engine's own timeouts
+                bench_recovery(engine, config=(("base_timeout", 20), ("max_timeout", 320)))
         if args.long:
             failures += bench_long(engine, args.long, args.workers, args.first)
     return 1 if failures else 0
