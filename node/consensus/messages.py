@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
 import coincurve
 import rlp
@@ -96,8 +97,13 @@ def address_of_public_key(public_key: coincurve.PublicKey) -> Address:
     return Address(keccak(public_key.format(compressed=False)[1:])[-20:])
 
 
+@lru_cache(maxsize=1 << 15)
 def recover_signer(message_hash: bytes, signature: bytes) -> Address | None:
-    """Address that produced ``signature`` over ``message_hash``, or None if invalid."""
+    """Address that produced ``signature`` over ``message_hash``, or None if invalid.
+
+    Memoised: certificates and view-change proofs re-present the same votes, and a
+    recovery is a pure function of its 97 input bytes.
+    """
     if len(signature) != 65 or signature[64] > 1:
         return None
     try:
@@ -177,7 +183,17 @@ class SignedMessage:
         )
 
     def verify(self, chain_id: int) -> bool:
-        """True iff the signature is by ``signer`` over this message in ``chain_id``."""
+        """True iff the signature is by ``signer`` over this message in ``chain_id``.
+
+        A broadcast vote reaches every replica (and a certificate re-presents the same
+        votes), so small messages are verified once per process: the result is a pure
+        function of the message and the chain id.
+        """
+        if len(self.payload) <= SMALL_PAYLOAD_BYTES:
+            return _verify_cached(self, chain_id)
+        return self._verify(chain_id)
+
+    def _verify(self, chain_id: int) -> bool:
         try:
             h = self.sighash(chain_id)
         except ValueError:
@@ -207,7 +223,16 @@ class SignedMessage:
 
     @classmethod
     def decode(cls, data: bytes) -> SignedMessage:
-        """Inverse of :meth:`encode`; raises ``ValueError`` on anything malformed."""
+        """Inverse of :meth:`encode`; raises ``ValueError`` on anything malformed.
+
+        Small messages (votes) are decoded once per process; the result is immutable.
+        """
+        if cls is SignedMessage and len(data) <= SMALL_PAYLOAD_BYTES:
+            return _decode_cached(bytes(data))
+        return cls._decode(data)
+
+    @classmethod
+    def _decode(cls, data: bytes) -> SignedMessage:
         if len(data) > MAX_MESSAGE_BYTES:
             raise ValueError("message too large")
         try:
@@ -229,6 +254,21 @@ class SignedMessage:
         return cls(
             engine, kind, height, round_, Hash32(digest), payload, Address(signer), signature
         )
+
+
+#: Messages whose payload (or encoding) is at most this size go through the caches below;
+#: bigger ones (blocks, view-change proofs) are rare and would pin memory.
+SMALL_PAYLOAD_BYTES = 2048
+
+
+@lru_cache(maxsize=1 << 14)
+def _verify_cached(message: SignedMessage, chain_id: int) -> bool:
+    return message._verify(chain_id)
+
+
+@lru_cache(maxsize=1 << 14)
+def _decode_cached(data: bytes) -> SignedMessage:
+    return SignedMessage._decode(data)
 
 
 def _decode_uint(raw: bytes) -> int:

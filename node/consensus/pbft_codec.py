@@ -33,7 +33,13 @@ from typing import Any
 import rlp
 
 from node.consensus.certificate import CertificateError, CommitCertificate
-from node.consensus.messages import EngineId, Kind, SignedMessage, recover_signer
+from node.consensus.messages import (
+    SMALL_PAYLOAD_BYTES,
+    EngineId,
+    Kind,
+    SignedMessage,
+    recover_signer,
+)
 from node.consensus.types import ZERO_HASH, Hash32, ValidatorSet
 
 HARD_STATE_VERSION = 1
@@ -64,6 +70,8 @@ class SignatureCache:
 
     def verify(self, msg: SignedMessage) -> bool:
         """True iff ``msg`` is validly signed by ``msg.signer`` in this chain."""
+        if len(msg.payload) <= SMALL_PAYLOAD_BYTES:
+            return msg.verify(self.chain_id)  # votes: the process-wide cache
         try:
             h = msg.sighash(self.chain_id)
         except ValueError:
