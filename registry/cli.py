@@ -69,6 +69,9 @@ def _register() -> None:
     from registry.cli_registry import register_registry_commands
 
     register_registry_commands(app)
+    from registry.audit.cli import register_audit_commands
+
+    register_audit_commands(app)
 
 
 _register()
