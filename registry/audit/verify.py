@@ -1,0 +1,797 @@
+"""Verify a miner's stored chain from its bytes: links, roots, certificates, validator sets.
+
+Theory of operation
+-------------------
+:func:`verify_chain` opens ``chain.db`` **read-only** and reads the raw stored bytes with
+plain SQL (never the store's decoded objects), in batches of heights. For every height
+in range it checks, in this order, and stops at the first failure:
+
+1. the header decodes (canonical RLP), ``keccak(header)`` equals the stored hash, the
+   height, chain id and epoch (``height // E``) are right, and ``parent_hash`` is the
+   previous block's hash (block 0 must be byte-identical to the genesis built from
+   ``genesis.json``);
+2. ``validator_set_hash`` is the hash of the epoch's set, derived from genesis (below);
+3. the stored transactions: each row's hash is ``keccak(raw)``, positions are 0..n-1,
+   the count matches, and ``transactions_root`` is the trie root over the raw bytes;
+4. the stored receipts and logs: positions and log ranges are consistent, gas used per
+   transaction is the cumulative difference, and ``receipts_root`` (over Ethereum's
+   consensus encoding), ``logs_bloom`` and ``gas_used`` match the header. Empty blocks
+   are compared to the empty-trie root without building anything;
+5. the seal is a commit certificate for this hash and height, of the engine's commit
+   kind, whose signatures are all valid (secp256k1 recovery over the vote sighash), by
+   distinct members of the epoch's validator set, and at least a quorum.
+
+**Validator sets** follow genesis: epochs 0 and 1 use the genesis validators; the set of
+epoch ``k >= 2`` is the answer of ``minersList()`` / ``committee()`` executed with py-evm
+against the state of block ``(k-1)E`` (empty answer: the previous set). That state is
+read through the stored trie nodes, each checked against its keccak, so an altered state
+node is reported at its boundary block. Boundary blocks below the verified range are
+checked as a light client does (hash and certificate under the previous set).
+
+``reexecute=True`` also re-executes every block from genesis with py-evm into a fresh
+in-memory store and compares state root, receipts root, bloom and gas (the executor's
+own validation), and every stored receipt field (sender, recipient, created contract,
+gas used, price, logs) with what execution produced.
+
+The result is a :class:`VerifyReport`: ok, or the first failing height with the field
+and a precise reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import rlp
+from eth_hash.auto import keccak
+
+from node.chain.block import BLOOM_BYTES, EMPTY_BLOOM, Block, Header
+from node.chain.genesis import Genesis, build_genesis
+from node.chain.receipt import bloom_of
+from node.chain.store import ChainStore
+from node.chain.trie import trie_root
+from node.chain.types import EMPTY_ROOT, Address, Hash32
+from node.consensus.certificate import CertificateError, CommitCertificate, commit_kind
+from node.consensus.messages import EngineId, recover_signer
+from node.consensus.types import ValidatorSet
+from node.errors import InvalidBlock, TwinChainError
+from registry.audit.source import MinerData
+from registry.audit.witness import WitnessError, record_members
+
+__all__ = [
+    "BATCH",
+    "ChainReader",
+    "Failure",
+    "StoredBlock",
+    "VerificationFailed",
+    "VerifyReport",
+    "check_certificate",
+    "stored_receipts",
+    "verify_chain",
+]
+
+#: Heights read per SQL batch.
+BATCH: Final = 512
+
+_TX_SQL: Final = (
+    "SELECT height, hash, idx, raw, sender, recipient, contract_address, tx_type, status, "
+    "gas_used, cumulative_gas_used, effective_gas_price, log_start, log_count "
+    "FROM transactions WHERE height BETWEEN ? AND ? ORDER BY height, idx"
+)
+_LOG_SQL: Final = (
+    "SELECT height, log_index, tx_idx, tx_hash, address, topic0, topic1, topic2, topic3, data "
+    "FROM logs WHERE height BETWEEN ? AND ? ORDER BY height, log_index"
+)
+
+
+class VerificationFailed(Exception):
+    """A check failed at ``height``; ``field`` names what was wrong."""
+
+    def __init__(self, height: int, field: str, message: str) -> None:
+        super().__init__(f"block {height}: {message}")
+        self.height = height
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first failing height, the field and the reason."""
+
+    height: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"block {self.height}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify_chain`."""
+
+    chain_id: int
+    genesis_hash: Hash32
+    from_height: int
+    to_height: int
+    reexecuted: bool
+    checked: int = 0
+    signatures: int = 0
+    transactions: int = 0
+    seconds: float = 0.0
+    epochs: dict[int, tuple[Address, ...]] = field(default_factory=dict)
+    failure: Failure | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every block in range passed."""
+        return self.failure is None
+
+    @property
+    def blocks_per_second(self) -> float:
+        """Throughput of this run."""
+        return self.checked / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``--json``)."""
+        return {
+            "ok": self.ok,
+            "chain_id": self.chain_id,
+            "genesis_hash": "0x" + self.genesis_hash.hex(),
+            "from": self.from_height,
+            "to": self.to_height,
+            "reexecuted": self.reexecuted,
+            "blocks_checked": self.checked,
+            "transactions": self.transactions,
+            "signatures_checked": self.signatures,
+            "seconds": round(self.seconds, 3),
+            "blocks_per_second": round(self.blocks_per_second, 1),
+            "validator_sets": {
+                str(e): ["0x" + m.hex() for m in members] for e, members in self.epochs.items()
+            },
+            "failure": None
+            if self.failure is None
+            else {
+                "height": self.failure.height,
+                "field": self.failure.field,
+                "message": str(self.failure),
+            },
+        }
+
+
+@dataclass
+class StoredBlock:
+    """One height's stored rows, undecoded: what the verifier checks."""
+
+    height: int
+    hash: bytes
+    header: bytes
+    seal: bytes
+    tx_count: int
+    txs: list[tuple[Any, ...]] = field(default_factory=list)  # _TX_SQL columns minus height
+    logs: list[tuple[Any, ...]] = field(default_factory=list)  # _LOG_SQL columns minus height
+
+
+class BlockSource(Protocol):
+    """Where stored blocks come from (a miner's ``chain.db`` or an export directory)."""
+
+    def head_height(self) -> int:
+        """Highest stored height."""
+        ...
+
+    def blocks(self, first: int, last: int) -> Iterator[StoredBlock]:
+        """Stored blocks ``first..last`` in height order (a gap is simply absent)."""
+        ...
+
+
+class ChainReader:
+    """Read-only raw SQL access to a miner's ``chain.db``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        uri = f"file:{self.path.resolve()}?mode=ro"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self.conn.execute("SELECT 1 FROM blocks LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise TwinChainError(f"cannot open {self.path} read-only: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> ChainReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def meta(self) -> dict[str, Any]:
+        """The ``meta`` table (schema_version, chain_id, genesis_hash)."""
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def head_height(self) -> int:
+        """Highest stored height (-1 for an empty store)."""
+        row = self.conn.execute("SELECT MAX(height) FROM blocks").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def block_row(self, height: int) -> tuple[bytes, bytes, bytes] | None:
+        """``(hash, header, seal)`` stored at ``height``."""
+        row = self.conn.execute(
+            "SELECT hash, header, seal FROM blocks WHERE height = ?", (height,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def state_node(self, key: bytes) -> bytes | None:
+        """A stored trie node or code blob by key (unchecked; see ``checked_lookup``)."""
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (bytes(key),)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+        """``(height, index)`` of a stored transaction."""
+        row = self.conn.execute(
+            "SELECT height, idx FROM transactions WHERE hash = ?", (bytes(tx_hash),)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def blocks(self, first: int, last: int) -> Iterator[StoredBlock]:
+        """Stored blocks ``first..last`` with their transaction and log rows, batched."""
+        for start in range(first, last + 1, BATCH):
+            end = min(last, start + BATCH - 1)
+            rows = self.conn.execute(
+                "SELECT height, hash, header, seal, tx_count FROM blocks "
+                "WHERE height BETWEEN ? AND ? ORDER BY height",
+                (start, end),
+            ).fetchall()
+            by_height = {
+                r[0]: StoredBlock(r[0], bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4]) for r in rows
+            }
+            if any(r[4] for r in rows):
+                for t in self.conn.execute(_TX_SQL, (start, end)):
+                    target = by_height.get(t[0])
+                    if target is None:
+                        raise VerificationFailed(
+                            t[0], "transactions", "transaction rows exist for a missing block"
+                        )
+                    target.txs.append(t[1:])
+                for lg in self.conn.execute(_LOG_SQL, (start, end)):
+                    target = by_height.get(lg[0])
+                    if target is None:
+                        raise VerificationFailed(
+                            lg[0], "logs", "log rows exist for a missing block"
+                        )
+                    target.logs.append(lg[1:])
+            else:
+                stray = self.conn.execute(
+                    "SELECT MIN(height) FROM (SELECT height FROM transactions WHERE height "
+                    "BETWEEN ? AND ? UNION ALL SELECT height FROM logs WHERE height "
+                    "BETWEEN ? AND ?)",
+                    (start, end, start, end),
+                ).fetchone()[0]
+                if stray is not None:
+                    raise VerificationFailed(
+                        stray, "transactions", "the block stores 0 transactions but rows exist"
+                    )
+            yield from by_height.values()
+
+
+# ---------------------------------------------------------------- checks shared with bundles
+
+
+def check_certificate(
+    seal: bytes,
+    block_hash: bytes,
+    height: int,
+    chain_id: int,
+    engine: EngineId,
+    vset: ValidatorSet,
+) -> int:
+    """Check ``seal`` certifies ``block_hash`` at ``height`` under ``vset``.
+
+    Returns the number of signatures checked; raises :class:`VerificationFailed`
+    (field ``certificate``) naming the failing part.
+    """
+    try:
+        cert = CommitCertificate.decode(seal)
+    except CertificateError as exc:
+        raise VerificationFailed(height, "certificate", f"certificate: {exc}") from exc
+    if cert.engine != engine or cert.kind != commit_kind(engine):
+        raise VerificationFailed(
+            height,
+            "certificate",
+            f"certificate is engine {cert.engine} kind {cert.kind}, expected engine "
+            f"{int(engine)} kind {int(commit_kind(engine))}",
+        )
+    if cert.block_hash != block_hash:
+        raise VerificationFailed(
+            height,
+            "certificate",
+            f"certificate is for block hash 0x{cert.block_hash.hex()}, not "
+            f"0x{bytes(block_hash).hex()}",
+        )
+    if cert.height != height:
+        raise VerificationFailed(
+            height, "certificate", f"certificate is for height {cert.height}, not {height}"
+        )
+    digest = cert.vote_hash(chain_id)
+    seen: set[bytes] = set()
+    for i, (signer, signature) in enumerate(cert.signatures):
+        who = f"certificate signature {i} by 0x{signer.hex()}"
+        if signer in seen:
+            raise VerificationFailed(height, "certificate", f"{who} is a duplicate signer")
+        if signer not in vset:
+            raise VerificationFailed(
+                height,
+                "certificate",
+                f"{who} is not a member of epoch {vset.epoch}'s validator set",
+            )
+        if recover_signer(digest, signature) != signer:
+            raise VerificationFailed(height, "certificate", f"{who} is invalid")
+        seen.add(signer)
+    if len(seen) < vset.quorum:
+        raise VerificationFailed(
+            height,
+            "certificate",
+            f"certificate has {len(seen)} signatures, epoch {vset.epoch} needs a quorum of "
+            f"{vset.quorum} of {vset.n}",
+        )
+    return len(seen)
+
+
+def decode_header(raw: bytes, height: int) -> Header:
+    """Decode stored header bytes; VerificationFailed (field ``header``) if malformed."""
+    try:
+        return Header.decode(raw)
+    except TwinChainError as exc:
+        raise VerificationFailed(height, "header", f"header does not decode: {exc}") from exc
+
+
+def check_boundary(
+    height: int,
+    header_bytes: bytes,
+    seal: bytes,
+    genesis: Genesis,
+    previous: ValidatorSet,
+) -> Header:
+    """Light-client check of a boundary block ``height`` under ``previous`` (its epoch's
+    set): the header decodes, is at this height/chain/epoch, commits to ``previous`` and
+    carries a valid certificate over ``keccak(header)``."""
+    header = decode_header(header_bytes, height)
+    check_header_fields(header, height, genesis, previous)
+    check_certificate(
+        seal, keccak(header_bytes), height, genesis.chain_id, engine_id(genesis), previous
+    )
+    return header
+
+
+def check_header_fields(header: Header, height: int, genesis: Genesis, vset: ValidatorSet) -> None:
+    """Height, chain id, epoch and validator-set hash of a header at ``height``."""
+    if header.height != height:
+        raise VerificationFailed(height, "height", f"header says height {header.height}")
+    if header.chain_id != genesis.chain_id:
+        raise VerificationFailed(
+            height, "chain_id", f"chain_id {header.chain_id}, genesis says {genesis.chain_id}"
+        )
+    epoch = height // genesis.consensus.epoch_length
+    if header.epoch != epoch:
+        raise VerificationFailed(height, "epoch", f"epoch {header.epoch}, expected {epoch}")
+    if header.validator_set_hash != vset.hash():
+        raise VerificationFailed(
+            height,
+            "validator_set_hash",
+            f"validator_set_hash mismatch (header 0x{header.validator_set_hash.hex()} "
+            f"epoch {epoch}'s set 0x{vset.hash().hex()})",
+        )
+
+
+def engine_id(genesis: Genesis) -> EngineId:
+    """The consensus engine of a network."""
+    return EngineId.PBFT if genesis.consensus.engine == "pbft" else EngineId.DPOS
+
+
+def genesis_set(genesis: Genesis, epoch: int) -> ValidatorSet:
+    """The set of epoch 0 or 1."""
+    return ValidatorSet(epoch, tuple(Address(a) for a in genesis.validators))
+
+
+def next_set(
+    epoch: int, members: Sequence[Address], previous: ValidatorSet, height: int
+) -> ValidatorSet:
+    """Epoch ``epoch``'s set from the call's answer (empty: keep the previous members)."""
+    try:
+        return ValidatorSet(epoch, tuple(members) or previous.members)
+    except ValueError as exc:
+        raise VerificationFailed(
+            height, "validator_set", f"validator set of epoch {epoch} is invalid: {exc}"
+        ) from exc
+
+
+def receipt_encoding(
+    tx_type: int, status: int, cumulative: int, bloom: bytes, logs: list[Any]
+) -> bytes:
+    """Ethereum's consensus receipt encoding (the receipts-trie value)."""
+    body = rlp.encode([b"\x01" if status == 1 else b"", cumulative, bloom, logs])
+    return bytes(body) if tx_type == 0 else bytes([tx_type]) + bytes(body)
+
+
+def raw_tx_type(raw: bytes) -> int:
+    """EIP-2718 type of a raw transaction (0 for legacy RLP)."""
+    return 0 if raw and raw[0] >= 0xC0 else (raw[0] if raw else -1)
+
+
+# ---------------------------------------------------------------- the verifier
+
+
+class _Verifier:
+    def __init__(
+        self,
+        genesis: Genesis,
+        source: BlockSource,
+        report: VerifyReport,
+        state_read: Callable[[bytes], bytes | None] | None,
+        sets: dict[int, ValidatorSet] | None = None,
+    ) -> None:
+        self.genesis = genesis
+        self.source = source
+        self.report = report
+        self.state_read = state_read
+        self.epoch_length = genesis.consensus.epoch_length
+        self.engine = engine_id(genesis)
+        self.sets: dict[int, ValidatorSet] = dict(sets or {})
+        self.sets.setdefault(0, genesis_set(genesis, 0))
+        self.sets.setdefault(1, genesis_set(genesis, 1))
+        self.genesis_header = build_genesis(genesis).header
+        self.reexec: _Reexecutor | None = None
+
+    def vset(self, epoch: int, height: int) -> ValidatorSet:
+        found = self.sets.get(epoch)
+        if found is None:
+            raise VerificationFailed(
+                height, "validator_set", f"validator set of epoch {epoch} is not known"
+            )
+        return found
+
+    def derive_next(self, header: Header) -> None:
+        """At boundary block ``(k-1)E``: derive epoch k's set from its state."""
+        height = header.height
+        epoch = height // self.epoch_length + 1
+        if epoch in self.sets or self.state_read is None:
+            return
+        try:
+            members, _ = record_members(
+                self.state_read, header, self.genesis.consensus.engine, self.genesis.gas_limit
+            )
+        except WitnessError as exc:
+            raise VerificationFailed(
+                height,
+                "validator_set",
+                f"validator set of epoch {epoch} cannot be read from this block's state: {exc}",
+            ) from exc
+        self.sets[epoch] = next_set(epoch, members, self.vset(epoch - 1, height), height)
+
+    def follow_sets_below(self, reader: ChainReader, below: int) -> None:
+        """Derive the sets needed from genesis up to height ``below`` (light-client
+        checks of each boundary block under the range)."""
+        target_epoch = below // self.epoch_length
+        for epoch in range(2, target_epoch + 1):
+            height = (epoch - 1) * self.epoch_length
+            if height >= below:
+                break
+            row = reader.block_row(height)
+            if row is None:
+                raise VerificationFailed(height, "header", "boundary block is missing")
+            stored_hash, header_bytes, seal = row
+            previous = self.vset(epoch - 1, height)
+            header = check_boundary(height, header_bytes, seal, self.genesis, previous)
+            if keccak(header_bytes) != stored_hash:
+                raise VerificationFailed(height, "hash", "stored hash is not keccak(header)")
+            self.derive_next(header)
+
+    def run(
+        self,
+        first: int,
+        last: int,
+        previous_hash: bytes | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        report = self.report
+        expected = first
+        prev = previous_hash
+        for block in self.source.blocks(first, last):
+            if block.height != expected:
+                raise VerificationFailed(expected, "missing", "block is missing from the store")
+            header = self.check_block(block, prev)
+            prev = block.hash
+            report.checked += 1
+            report.transactions += block.tx_count
+            if block.height > 0 and block.height % self.epoch_length == 0:
+                self.derive_next(header)
+            expected += 1
+            if progress is not None and (expected & 127) == 0:
+                progress(expected - first)
+        if expected != last + 1:
+            raise VerificationFailed(expected, "missing", "block is missing from the store")
+        if progress is not None:
+            progress(expected - first)
+
+    def check_block(self, block: StoredBlock, prev: bytes | None) -> Header:
+        h = block.height
+        header = decode_header(block.header, h)
+        digest = keccak(block.header)
+        if digest != block.hash:
+            raise VerificationFailed(
+                h,
+                "hash",
+                f"stored hash 0x{block.hash.hex()} is not keccak(header) 0x{digest.hex()}",
+            )
+        if h == 0:
+            if block.header != self.genesis_header.encode():
+                raise VerificationFailed(0, "genesis", "block 0 differs from genesis.json's")
+            if block.seal or block.tx_count or block.txs:
+                raise VerificationFailed(0, "genesis", "block 0 carries a seal or transactions")
+            return header
+        vset = self.vset(h // self.epoch_length, h)
+        check_header_fields(header, h, self.genesis, vset)
+        if prev is not None and header.parent_hash != prev:
+            raise VerificationFailed(
+                h,
+                "parent_hash",
+                f"parent_hash 0x{header.parent_hash.hex()} is not block {h - 1}'s hash "
+                f"0x{prev.hex()}",
+            )
+        self.check_body(block, header)
+        self.report.signatures += check_certificate(
+            block.seal, block.hash, h, self.genesis.chain_id, self.engine, vset
+        )
+        if self.reexec is not None:
+            self.reexec.execute(block, header)
+        return header
+
+    def check_body(self, block: StoredBlock, header: Header) -> None:
+        h = block.height
+        if block.tx_count != len(block.txs):
+            raise VerificationFailed(
+                h,
+                "transactions",
+                f"block stores tx_count {block.tx_count} but {len(block.txs)} transaction rows",
+            )
+        if not block.txs:
+            if header.transactions_root != EMPTY_ROOT:
+                raise _root_mismatch(h, "transactions_root", header.transactions_root, EMPTY_ROOT)
+            if header.receipts_root != EMPTY_ROOT:
+                raise _root_mismatch(h, "receipts_root", header.receipts_root, EMPTY_ROOT)
+            if header.gas_used != 0 or header.logs_bloom != EMPTY_BLOOM:
+                raise VerificationFailed(h, "gas_used", "empty block with gas used or a bloom")
+            if block.logs:
+                raise VerificationFailed(h, "logs", "log rows stored for an empty block")
+            return
+        raws: list[bytes] = []
+        for i, row in enumerate(block.txs):
+            tx_hash, idx, raw = bytes(row[0]), row[1], bytes(row[2])
+            if idx != i:
+                raise VerificationFailed(h, "transactions", f"transaction row {i} has index {idx}")
+            if keccak(raw) != tx_hash:
+                raise VerificationFailed(
+                    h,
+                    "transactions",
+                    f"transaction {i}: stored hash 0x{tx_hash.hex()} is not keccak(raw) "
+                    f"0x{keccak(raw).hex()}",
+                )
+            raws.append(raw)
+        computed = trie_root(raws)
+        if computed != header.transactions_root:
+            raise _root_mismatch(h, "transactions_root", header.transactions_root, computed)
+        encoded, bloom, cumulative = self.receipts(block, raws)
+        computed = trie_root(encoded)
+        if computed != header.receipts_root:
+            raise _root_mismatch(h, "receipts_root", header.receipts_root, computed)
+        if bloom != header.logs_bloom:
+            raise VerificationFailed(h, "logs_bloom", "logs_bloom does not match the receipts")
+        if cumulative != header.gas_used:
+            raise VerificationFailed(
+                h, "gas_used", f"gas_used {header.gas_used}, receipts add up to {cumulative}"
+            )
+
+    def receipts(self, block: StoredBlock, raws: list[bytes]) -> tuple[list[bytes], bytes, int]:
+        return stored_receipts(block, raws)
+
+
+def stored_receipts(block: StoredBlock, raws: list[bytes]) -> tuple[list[bytes], bytes, int]:
+    """Receipts' consensus encodings rebuilt from the stored rows, the block bloom and
+    gas; VerificationFailed when the rows are inconsistent."""
+    h = block.height
+    logs = block.logs
+    for j, lg in enumerate(logs):
+        if lg[0] != j:
+            raise VerificationFailed(h, "logs", f"log row {j} has log_index {lg[0]}")
+    encoded: list[bytes] = []
+    bloom_bits = 0
+    previous_cumulative = 0
+    next_log = 0
+    for i, row in enumerate(block.txs):
+        (
+            tx_hash,
+            _idx,
+            _raw,
+            _s,
+            _r,
+            _c,
+            tx_type,
+            status,
+            gas_used,
+            cumulative,
+            _p,
+            start,
+            count,
+        ) = row
+        if tx_type != raw_tx_type(raws[i]):
+            raise VerificationFailed(
+                h, "receipts", f"receipt {i}: tx_type {tx_type} is not the transaction's"
+            )
+        if status not in (0, 1):
+            raise VerificationFailed(h, "receipts", f"receipt {i}: status {status}")
+        if cumulative - previous_cumulative != gas_used:
+            raise VerificationFailed(
+                h,
+                "receipts",
+                f"receipt {i}: gas_used {gas_used} is not the cumulative difference "
+                f"{cumulative - previous_cumulative}",
+            )
+        if start != next_log or count < 0 or start + count > len(logs):
+            raise VerificationFailed(
+                h, "logs", f"receipt {i}: log range {start}+{count} is not contiguous"
+            )
+        entries = []
+        for lg in logs[start : start + count]:
+            if lg[1] != i or bytes(lg[2]) != bytes(tx_hash):
+                raise VerificationFailed(
+                    h, "logs", f"log {lg[0]} is filed under another transaction"
+                )
+            topics = [bytes(t) for t in lg[4:8] if t is not None]
+            entries.append([bytes(lg[3]), topics, bytes(lg[8])])
+        bloom = _bloom(entries)
+        bloom_bits |= int.from_bytes(bloom, "big")
+        encoded.append(receipt_encoding(tx_type, status, cumulative, bloom, entries))
+        previous_cumulative = cumulative
+        next_log = start + count
+    if next_log != len(logs):
+        raise VerificationFailed(h, "logs", f"{len(logs) - next_log} log rows belong to no receipt")
+    return encoded, bloom_bits.to_bytes(BLOOM_BYTES, "big"), previous_cumulative
+
+
+def _bloom(entries: list[list[Any]]) -> bytes:
+    if not entries:
+        return EMPTY_BLOOM
+    from node.chain.receipt import Log
+
+    return bloom_of([Log(Address(a), tuple(Hash32(t) for t in ts), d) for a, ts, d in entries])
+
+
+def _root_mismatch(height: int, name: str, claimed: bytes, computed: bytes) -> VerificationFailed:
+    return VerificationFailed(
+        height,
+        name,
+        f"{name} mismatch (header 0x{bytes(claimed).hex()} computed 0x{bytes(computed).hex()})",
+    )
+
+
+class _Reexecutor:
+    """Re-executes blocks from genesis into a fresh in-memory store."""
+
+    def __init__(self, genesis: Genesis) -> None:
+        from node.chain.executor import Executor
+
+        self.store = ChainStore.open(":memory:", build_genesis(genesis))
+        self.executor = Executor(self.store)
+        self.chain_id = genesis.chain_id
+
+    def execute(self, block: StoredBlock, header: Header) -> None:
+        h = block.height
+        if self.store.head().height != h - 1:
+            raise VerificationFailed(h, "reexecution", "re-execution is not at the parent")
+        full = Block(header, tuple(bytes(r[2]) for r in block.txs), b"")
+        try:
+            result = self.executor.validate_block(full)
+        except InvalidBlock as exc:
+            text = str(exc)
+            prefix = f"block {h}: "
+            text = text[len(prefix) :] if text.startswith(prefix) else text
+            name = text.split(" ", 1)[0] if "mismatch" in text else "reexecution"
+            raise VerificationFailed(h, name, f"re-execution: {text}") from exc
+        except TwinChainError as exc:
+            raise VerificationFailed(h, "reexecution", f"re-execution failed: {exc}") from exc
+        for i, (receipt, row) in enumerate(zip(result.receipts, block.txs, strict=True)):
+            stored = (
+                bytes(row[3]),
+                None if row[4] is None else bytes(row[4]),
+                None if row[5] is None else bytes(row[5]),
+                row[8],
+                int.from_bytes(bytes(row[10]), "big"),
+            )
+            executed = (
+                bytes(receipt.sender),
+                None if receipt.to is None else bytes(receipt.to),
+                None if receipt.contract_address is None else bytes(receipt.contract_address),
+                receipt.gas_used,
+                receipt.effective_gas_price,
+            )
+            names = ("sender", "recipient", "contract_address", "gas_used", "effective_gas_price")
+            for name, a, b in zip(names, stored, executed, strict=True):
+                if a != b:
+                    raise VerificationFailed(
+                        h,
+                        "receipts",
+                        f"receipt {i}: stored {name} {_show(a)}, re-execution gives {_show(b)}",
+                    )
+        self.executor.commit(result, block.seal)
+
+    def catch_up(self, source: BlockSource, below: int, verifier: _Verifier) -> None:
+        """Execute blocks 1..below-1 (under the verified range) to reach its parent."""
+        if below <= 1:
+            return
+        for block in source.blocks(1, below - 1):
+            header = decode_header(block.header, block.height)
+            self.execute(block, header)
+
+
+def _show(value: object) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def verify_chain(
+    data: MinerData,
+    from_height: int = 0,
+    to_height: int | None = None,
+    reexecute: bool = False,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Verify heights ``from_height..to_height`` (default: the head) of a miner's store.
+
+    Never raises for a verification failure: the report carries the first one. Raises
+    :class:`~node.errors.InvalidInput` for a bad range and :class:`TwinChainError` when
+    the store cannot be opened. ``progress`` is called with the number of heights done.
+    """
+    from node.errors import InvalidInput
+
+    genesis = data.genesis
+    with ChainReader(data.chain_db) as reader:
+        head = reader.head_height()
+        last = head if to_height is None else to_height
+        if from_height < 0 or last < from_height:
+            raise InvalidInput(f"bad range {from_height}..{last}")
+        if last > head:
+            raise InvalidInput(f"--to {last} is above the stored head {head}")
+        built = build_genesis(genesis).header
+        report = VerifyReport(genesis.chain_id, built.hash(), from_height, last, reexecute)
+        meta = reader.meta()
+        start = time.perf_counter()
+        verifier = _Verifier(genesis, reader, report, reader.state_node)
+        try:
+            if meta.get("genesis_hash") != built.hash():
+                raise VerificationFailed(
+                    0, "genesis", "the store's genesis hash is not genesis.json's"
+                )
+            verifier.follow_sets_below(reader, from_height)
+            previous: bytes | None = None
+            if from_height > 0:
+                row = reader.block_row(from_height - 1)
+                if row is None:
+                    raise VerificationFailed(from_height - 1, "missing", "block is missing")
+                previous = keccak(row[1])
+            if reexecute:
+                verifier.reexec = _Reexecutor(genesis)
+                verifier.reexec.catch_up(reader, from_height, verifier)
+            verifier.run(from_height, last, previous, progress)
+        except VerificationFailed as exc:
+            report.failure = Failure(exc.height, exc.field, exc.message)
+        report.seconds = time.perf_counter() - start
+        report.epochs = {e: s.members for e, s in sorted(verifier.sets.items())}
+        return report
