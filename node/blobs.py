@@ -30,6 +30,18 @@ Invariants:
   :meth:`BlobStore.open` and :meth:`BlobStore.read_range` do *not* verify (a range cannot
   be checked without reading the whole blob); callers that serve them rely on clients
   checking the digest header, and on periodic :meth:`BlobStore.verify` sweeps.
+- **Verified at rest, remembered by fingerprint.** Re-hashing a blob on every download
+  costs as much CPU as the transfer itself. So once this process has seen a blob's bytes
+  hash to its digest (it wrote and verified them in :meth:`BlobWriter.commit`, or
+  re-hashed them), it remembers the file's *fingerprint* ``(st_dev, st_ino, st_size,
+  st_mtime_ns, st_ctime_ns)``; :meth:`BlobStore.open_blob` trusts a file whose
+  fingerprint is unchanged and re-hashes any other. Every change made through the
+  filesystem (a write, truncate, chmod, a replacing rename, ``utime`` to hide a write)
+  moves ``st_ctime``, which user space cannot set, so a blob modified on disk is re-hashed
+  and refused. What a fingerprint cannot see — bit rot below the filesystem, a write by
+  someone who also resets the system clock, a modification *during* a send — is caught
+  by clients, which verify the SHA-256 of what they receive (the SDK always does), and by
+  :meth:`BlobStore.verify` sweeps, which always re-hash.
 
 :func:`fetch_missing` is how a miner obtains an artifact from its peers before voting for
 the transaction that registers it; it is transport-agnostic (sources are plain callables).
@@ -46,6 +58,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +76,17 @@ CHUNK_SIZE = 1 << 20
 STALE_TEMP_SECONDS = 3600.0
 #: Permissions of a stored blob: blobs are immutable, so nobody opens them for writing.
 BLOB_MODE = 0o444
+#: How many verified fingerprints a store remembers (least recently used ones are dropped).
+MAX_VERIFIED = 65536
+
+#: ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)`` of a blob file.
+Fingerprint = tuple[int, int, int, int, int]
+
+
+def fingerprint(st: os.stat_result) -> Fingerprint:
+    """The stat fields that change whenever a file's bytes change through the filesystem."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
 
 # OCI image-spec: the encoded part of a sha256 digest MUST match [a-f0-9]{64}.
 _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
@@ -218,7 +242,9 @@ class BlobWriter:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._store._install(self.temp_path, digest, self._size)
+            if self._store._install(self.temp_path, digest, self._size):
+                # these very bytes were hashed on the way in: trust the file as it is now
+                self._store.remember_verified(digest, self._store.path(digest))
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store blob {digest}: {exc}") from exc
@@ -254,6 +280,80 @@ class BlobWriter:
         self.abort()
 
 
+class OpenBlob:
+    """A stored blob opened for serving (:meth:`BlobStore.open_blob`).
+
+    ``verified`` is True when its bytes are known to hash to ``digest`` (known-good
+    fingerprint, or re-hashed when opened). Reads use ``os.pread`` on the open
+    descriptor, so a rename over the blob's name meanwhile does not change what is
+    served. The iterators close the file when they end; :meth:`close` is idempotent.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        digest: ArtifactDigest,
+        file: BinaryIO,
+        print_: Fingerprint,
+        verified: bool,
+    ) -> None:
+        self.store = store
+        self.digest = digest
+        self.file = file
+        self.fingerprint = print_
+        self.size = print_[2]
+        self.verified = verified
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+    def _read(self, offset: int, count: int) -> bytes:
+        chunk = os.pread(self.file.fileno(), count, offset)
+        if not chunk:
+            raise StorageError(f"blob {self.digest} shrank while being read")
+        return chunk
+
+    def chunks(self, start: int, end: int, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` as they are on disk (no hashing), then close."""
+        try:
+            offset = start
+            while offset < end:
+                chunk = self._read(offset, min(chunk_size, end - offset))
+                offset += len(chunk)
+                yield chunk
+        finally:
+            self.close()
+
+    def verified_chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The whole blob, re-hashed while streaming; the last chunk is withheld and
+        :class:`StorageError` raised instead if it is corrupt (as
+        :meth:`BlobStore.open_verified`). A verified stream makes the file trusted."""
+        try:
+            h = hashlib.sha256()
+            offset = 0
+            held = self._read(0, chunk_size) if self.size else b""
+            offset += len(held)
+            while held:
+                h.update(held)
+                if offset >= self.size:
+                    break
+                following = self._read(offset, min(chunk_size, self.size - offset))
+                offset += len(following)
+                yield held
+                held = following
+            if h.digest() != self.digest.raw or os.pread(self.file.fileno(), 1, offset):
+                self.store.forget_verified(self.digest)
+                log.error("blob %s is corrupt on disk", self.digest)
+                raise StorageError(f"blob {self.digest} is corrupt on disk")
+            if fingerprint(os.fstat(self.file.fileno())) == self.fingerprint:
+                self.store._remember(self.digest, self.fingerprint)
+            if held:
+                yield held
+        finally:
+            self.close()
+
+
 class BlobStore:
     """A directory of immutable blobs named by their SHA-256 (see the module docstring).
 
@@ -278,6 +378,9 @@ class BlobStore:
         # into could still vanish in a crash, even if another thread or process created it.
         self._durable_fan_outs: set[str] = set()
         self._fan_out_lock = threading.Lock()
+        # digest -> fingerprint of the file whose bytes this process saw hash to it
+        self._verified: OrderedDict[ArtifactDigest, Fingerprint] = OrderedDict()
+        self._verified_lock = threading.Lock()
         try:
             (self.root / ALGORITHM).mkdir(parents=True, exist_ok=True)
             (self.root / "tmp").mkdir(exist_ok=True)
@@ -318,8 +421,9 @@ class BlobStore:
                 writer.write(chunk)
             return writer.commit()
 
-    def _install(self, temp: Path, digest: ArtifactDigest, size: int) -> None:
-        """Move a verified, fsynced temp file to its final name (dedup, then replace)."""
+    def _install(self, temp: Path, digest: ArtifactDigest, size: int) -> bool:
+        """Move a verified, fsynced temp file to its final name (dedup, then replace);
+        True if the temp file became the blob, False if a stored copy was kept."""
         final = self.path(digest)
         fan_out = final.parent
         self._make_durable_dir(fan_out)
@@ -329,13 +433,14 @@ class BlobStore:
             existing = None
         if existing == size:
             _unlink_quietly(temp)
-            return
+            return False
         if existing is not None:
             log.warning(
                 "replacing stored blob %s of wrong size %d (want %d)", digest, existing, size
             )
         os.replace(temp, final)
         _fsync_dir(fan_out)
+        return True
 
     def _make_durable_dir(self, fan_out: Path) -> None:
         """Create a fan-out directory if needed and make its entry durable (once)."""
@@ -416,12 +521,71 @@ class BlobStore:
                 yield chunk
 
     def verify(self, digest: ArtifactDigest) -> bool:
-        """Re-hash the stored blob: True if its bytes still match ``digest``."""
-        h = hashlib.sha256()
+        """Re-hash the stored blob (always): True if its bytes still match ``digest``.
+
+        The answer also updates what :meth:`open_blob` trusts.
+        """
         with self.open(digest) as f:
-            while chunk := f.read(CHUNK_SIZE):
-                h.update(chunk)
-        return h.digest() == digest.raw
+            return self._rehash(digest, f)
+
+    def _rehash(self, digest: ArtifactDigest, f: BinaryIO) -> bool:
+        before = fingerprint(os.fstat(f.fileno()))
+        h = hashlib.sha256()
+        f.seek(0)
+        while chunk := f.read(CHUNK_SIZE):
+            h.update(chunk)
+        f.seek(0)
+        if h.digest() != digest.raw:
+            self.forget_verified(digest)
+            log.error("blob %s is corrupt on disk (%s)", digest, self.path(digest))
+            return False
+        if fingerprint(os.fstat(f.fileno())) == before:  # unchanged while it was read
+            self._remember(digest, before)
+        return True
+
+    def remember_verified(self, digest: ArtifactDigest, path: Path) -> None:
+        """Trust the file now at ``path`` as ``digest`` (its bytes were just verified)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._remember(digest, fingerprint(path.stat()))
+
+    def forget_verified(self, digest: ArtifactDigest) -> None:
+        """Stop trusting ``digest`` without re-hashing it."""
+        with self._verified_lock:
+            self._verified.pop(digest, None)
+
+    def _remember(self, digest: ArtifactDigest, print_: Fingerprint) -> None:
+        with self._verified_lock:
+            self._verified[digest] = print_
+            self._verified.move_to_end(digest)
+            while len(self._verified) > MAX_VERIFIED:
+                self._verified.popitem(last=False)
+
+    def is_trusted(self, digest: ArtifactDigest, print_: Fingerprint) -> bool:
+        """Whether a file with fingerprint ``print_`` is known to hash to ``digest``."""
+        with self._verified_lock:
+            return self._verified.get(digest) == print_
+
+    def open_blob(self, digest: ArtifactDigest, *, verify: bool) -> OpenBlob:
+        """Open a blob for serving, trusted if its fingerprint is known-good.
+
+        With ``verify``, a blob not known to be good is re-hashed now (before a byte is
+        served): :class:`StorageError` "blob ... is corrupt on disk" if it does not match.
+        Without it, ``verified`` says whether it is trusted; stream an untrusted one
+        with :meth:`OpenBlob.verified_chunks`. The caller closes the result (its
+        iterators close it when they finish).
+        """
+        f = self.open(digest)
+        try:
+            print_ = fingerprint(os.fstat(f.fileno()))
+            trusted = self.is_trusted(digest, print_)
+            if not trusted and verify:
+                if not self._rehash(digest, f):
+                    raise StorageError(f"blob {digest} is corrupt on disk")
+                trusted = True
+            return OpenBlob(self, digest, f, print_, trusted)
+        except BaseException:
+            f.close()
+            raise
 
     def open_verified(
         self, digest: ArtifactDigest, *, chunk_size: int = CHUNK_SIZE
@@ -452,6 +616,7 @@ class BlobStore:
                 yield held
                 held = following
             if h.digest() != digest.raw:
+                self.forget_verified(digest)
                 log.error("blob %s is corrupt on disk (%s)", digest, self.path(digest))
                 raise StorageError(f"blob {digest} is corrupt on disk")
             if held:
