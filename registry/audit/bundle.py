@@ -58,7 +58,11 @@ __all__ = [
     "build_bundle",
     "check_bundle",
     "check_validator_set_chain",
+    "hx",
+    "load_json",
     "prove_list_item",
+    "resolve_model",
+    "resolve_round",
     "validator_set_chain",
     "verify_list_proof",
 ]

@@ -41,6 +41,7 @@ class BuiltChain:
     removed: bytes  # the miner whose MINER role was revoked
     shrunk_epoch: int  # first epoch without it
     model_tx: bytes  # registerModel transaction (alias "production")
+    late_tx: bytes  # setAlias "staging", sent after the validator change
     close_tx: bytes  # closeRound transaction
     round_id: int
     head: int
@@ -127,6 +128,10 @@ def build_chain(root: Path) -> BuiltChain:
         proposal = membership.events.ProposalCreated().process_receipt(created)[0].args.proposal_id
         approved = _send(net, "admin-1", membership.functions.approve(proposal))
         shrunk = approved.blockNumber // EPOCH + 2
+        net.wait_height(shrunk * EPOCH + 1, [0, 1, 2], timeout=240)
+        # a transaction certified by the shrunk (three-member) set
+        late = publisher.set_alias("link-quality", "staging", version.version)
+        assert late.aliases
         net.wait_height(shrunk * EPOCH + 3, [0, 1, 2], timeout=240)
     finally:
         net.stop_all()
@@ -135,6 +140,9 @@ def build_chain(root: Path) -> BuiltChain:
         head = int(conn.execute("SELECT MAX(height) FROM blocks").fetchone()[0])
         model_tx = _tx_of_event(conn, "ModelVersionRegistered")
         close_tx = _tx_of_event(conn, "RoundClosed")
+        late_tx = bytes(
+            conn.execute("SELECT hash FROM transactions ORDER BY height DESC LIMIT 1").fetchone()[0]
+        )
     built = BuiltChain(
         root=net.layout.root,
         genesis=net.layout.genesis,
@@ -143,6 +151,7 @@ def build_chain(root: Path) -> BuiltChain:
         removed=bytes.fromhex(removed[2:]),
         shrunk_epoch=shrunk,
         model_tx=model_tx,
+        late_tx=late_tx,
         close_tx=close_tx,
         round_id=opened.id,
         head=head,
