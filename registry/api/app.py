@@ -28,6 +28,7 @@ from registry.api import blobs as blob_routes
 from registry.api import routes, transactions
 from registry.api.deps import RegistryContext
 from registry.api.errors import install_error_handlers
+from registry.audit.api import router as audit_router
 
 __all__ = ["PREFIX", "create_registry_app", "create_v1_app", "mount"]
 
@@ -79,6 +80,7 @@ def create_v1_app(
     app.include_router(blob_routes.router)
     app.include_router(transactions.router)
     app.include_router(routes.records_router)
+    app.include_router(audit_router)  # /audit/... for AUDITOR members (registry.audit.api)
     return app
 
 
