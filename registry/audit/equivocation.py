@@ -333,7 +333,7 @@ def rpc_validator_sets(call: RpcCall) -> ValidatorSets:
                 cache[epoch] = None
             else:
                 members = tuple(
-                    Address(bytes.fromhex(str(m)[2:])) for m in result.get("validators", [])
+                    Address(bytes.fromhex(str(m)[2:])) for m in result.get("members", [])
                 )
                 cache[epoch] = ValidatorSet(epoch, members) if members else None
         return cache[epoch]

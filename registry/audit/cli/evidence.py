@@ -171,7 +171,7 @@ def equivocations(
 
     def action() -> None:
         key = None
-        if url is not None and token is None:
+        if url is not None and token is None and keystore is not None:
             key = _key(keystore, password_file, password_env)
         chain_id, records = _collect(list(data_dir or []), genesis, url, token, key)
         if validator is not None:
@@ -196,7 +196,9 @@ def _table(records: list[Any]) -> None:
         out.print("no equivocation evidence")
         return
     table = Table(title="Equivocation evidence")
-    for column in ("id", "validator", "engine", "kind", "height", "round", "epoch", "status"):
+    table.add_column("id", no_wrap=True)
+    table.add_column("validator", no_wrap=True)
+    for column in ("engine", "kind", "height", "round", "epoch", "status"):
         table.add_column(column)
     table.add_column("digests")
     table.add_column("sources")
