@@ -85,8 +85,8 @@ async def _run(
 ) -> None:
     me = layout.miners[byzantine]
     address = parse_address(me.address)
-    peers = {
-        parse_address(layout.miners[i].address): split_host_port(layout.miners[i].p2p)
+    peers: dict[bytes, tuple[str, int]] = {
+        bytes(parse_address(layout.miners[i].address)): split_host_port(layout.miners[i].p2p)
         for i in honest
     }
     members = frozenset(parse_address(m.address) for m in layout.miners)
