@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from eth_account import Account
 from web3 import Web3
+from web3.logs import DISCARD
 
 from contracts import MEMBERSHIP_ADDRESS, ProposalAction, Role, load_artifact
 from node.pki import load_keystore, read_password
@@ -282,7 +283,9 @@ def build_history(net: Network, work: Path) -> Expected:
     )
     expected.proposal_tx = proposal_tx
     expected.proposal_id = int(
-        contract.events.ProposalCreated().process_receipt(receipt)[0].args.proposal_id
+        contract.events.ProposalCreated()
+        .process_receipt(receipt, errors=DISCARD)[0]
+        .args.proposal_id
     )
     approval_tx, _ = _membership_tx(net, "admin-1", "approve", expected.proposal_id)
     expected.approval_tx = approval_tx
