@@ -566,11 +566,12 @@ class AuditIndex:
                 stop = min(end, start + BATCH_BLOCKS - 1)
                 self._index_range(start, stop)
                 done += stop - start + 1
-                start = stop + 1
+                start = self.indexed_height + 1
             return done
 
-    def rebuild(self) -> int:
-        """Forget everything and index the whole chain from genesis; returns blocks indexed."""
+    def rebuild(self, *, to_height: int | None = None) -> int:
+        """Forget everything and index the chain from genesis (to the head, or to
+        ``to_height``); returns the number of blocks indexed."""
         with self._lock:
             with self._transaction() as cur:
                 tables = [
@@ -582,7 +583,7 @@ class AuditIndex:
                 for table in tables:
                     cur.execute(f"DELETE FROM {table}")
                 self._write_genesis(cur)
-            return self.update()
+            return self.update(to_height=to_height)
 
     def _index_range(self, start: int, stop: int) -> None:
         raw = self._raw()
@@ -605,6 +606,9 @@ class AuditIndex:
         for entry in logs:
             by_height.setdefault(int(entry[0]), []).append(entry)
         with self._transaction() as cur:
+            done = cur.execute("SELECT value FROM meta WHERE key = 'indexed_height'").fetchone()
+            if int(done[0]) != start - 1:
+                return  # another process indexed these blocks meanwhile
             prev = cur.execute("SELECT hash FROM blocks WHERE height = ?", (start - 1,)).fetchone()
             for height, block_hash, header_bytes in blocks:
                 header = Header.decode(header_bytes)
