@@ -63,6 +63,9 @@ def _register() -> None:
     from registry.cli_node import node_app
 
     app.add_typer(node_app, name="node")
+    from registry.cli_api import api_app
+
+    app.add_typer(api_app, name="api")
     from registry.cli_network import register_network_commands
 
     register_network_commands(app)

@@ -10,8 +10,10 @@ API's error handlers never touch JSON-RPC answers.
   ``view.blobs`` unless given;
 - :func:`create_v1_app` — the API alone, routes at ``/auth/...``, ``/models/...`` (what
   ``mount`` puts under ``/v1``; what a schema-driven test client loads);
-- :func:`create_registry_app` — a standalone app with the API under ``/v1`` (tests, or a
-  stateless API replica in front of a remote node), ``/docs`` redirecting to ``/v1/docs``.
+- :func:`create_registry_app` — an app with the API under ``/v1`` over a node view and
+  store in this process (tests), ``/docs`` redirecting to ``/v1/docs``;
+- :func:`registry.api.remote.create_standalone_app` — the API alone in front of a remote
+  miner (``twinchain api serve``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from node.blobs import BlobStore
 from node.rpc.backend import NodeView
 from registry.api import blobs as blob_routes
 from registry.api import routes, transactions
-from registry.api.deps import RegistryContext
+from registry.api.deps import RegistryContext, TokenAuthority
 from registry.api.errors import install_error_handlers
 from registry.audit.api import router as audit_router
 
@@ -59,12 +61,16 @@ def _blobs_of(view: NodeView, blobs: BlobStore | None) -> BlobStore:
 
 
 def create_v1_app(
-    view: NodeView, auth: AuthService, *, blobs: BlobStore | None = None, **settings: Any
+    view: NodeView,
+    auth: AuthService | TokenAuthority,
+    *,
+    blobs: BlobStore | None = None,
+    **settings: Any,
 ) -> FastAPI:
     """The registry API with routes at its root (mount it under ``/v1``).
 
     ``settings`` are fields of :class:`RegistryContext` (``max_wait_seconds``,
-    ``verify_first_bytes``).
+    ``verify_first_bytes``, ``upstream``).
     """
     app = FastAPI(
         title="TwinChain registry API",

@@ -47,11 +47,18 @@ from starlette.concurrency import run_in_threadpool
 
 from node.blobs import ArtifactDigest, BlobStore, parse_digest
 from node.errors import NotFound, StorageError
-from registry.api.deps import Context, CurrentMember, Uploader
+from registry.api.deps import Context, CurrentMember, RegistryContext, Uploader
 from registry.api.errors import PayloadTooLarge, RangeNotSatisfiable
 from registry.api.schemas import BlobPublic, ErrorBody
 
-__all__ = ["DIGEST_PATTERN", "SERVE_CHUNK", "DigestPath", "blob_response", "router"]
+__all__ = [
+    "DIGEST_PATTERN",
+    "SERVE_CHUNK",
+    "DigestPath",
+    "blob_response",
+    "local_blob_response",
+    "router",
+]
 
 DIGEST_PATTERN: Final = r"^sha256:[0-9a-f]{64}$"
 #: Bytes gathered before a write is handed to a worker thread.
@@ -120,12 +127,28 @@ def _etag_matches(header: str | None, digest: ArtifactDigest) -> bool:
 
 async def blob_response(
     request: Request,
+    context: RegistryContext,
+    digest: ArtifactDigest,
+    extra_headers: dict[str, str] | None = None,
+) -> Response:
+    """The GET/HEAD answer for a blob: from the store, or relayed from the miner that a
+    standalone API fronts (:meth:`registry.api.remote.Upstream.blob_response`)."""
+    if context.upstream is not None:
+        response: Response = await context.upstream.blob_response(request, digest, extra_headers)
+        return response
+    return await local_blob_response(
+        request, context.blobs, digest, context.verify_first_bytes, extra_headers
+    )
+
+
+async def local_blob_response(
+    request: Request,
     blobs: BlobStore,
     digest: ArtifactDigest,
     verify_first_bytes: int,
     extra_headers: dict[str, str] | None = None,
 ) -> Response:
-    """The GET/HEAD answer for a stored blob (see the module docstring)."""
+    """The GET/HEAD answer for a blob in ``blobs`` (see the module docstring)."""
     size = blobs.size(digest)
     if size is None:
         raise NotFound(f"blob {digest} is not stored")
@@ -180,6 +203,9 @@ async def put_blob(
 ) -> Response:
     """Store the body under ``digest``; refuse it if its SHA-256 differs."""
     expected = parse_digest(digest)
+    if context.upstream is not None:  # standalone: the miner stores (and verifies) it
+        relayed: Response = await context.upstream.put_blob(request, expected)
+        return relayed
     blobs = context.blobs
     limit = blobs.max_blob_bytes
     declared = request.headers.get("content-length")
@@ -227,9 +253,7 @@ async def get_blob(
     digest: DigestPath, request: Request, context: Context, _member: CurrentMember
 ) -> Response:
     """The blob's bytes, or one range of them."""
-    return await blob_response(
-        request, context.blobs, parse_digest(digest), context.verify_first_bytes
-    )
+    return await blob_response(request, context, parse_digest(digest))
 
 
 @router.head(
@@ -242,6 +266,4 @@ async def head_blob(
     digest: DigestPath, request: Request, context: Context, _member: CurrentMember
 ) -> Response:
     """The GET headers without the body."""
-    return await blob_response(
-        request, context.blobs, parse_digest(digest), context.verify_first_bytes
-    )
+    return await blob_response(request, context, parse_digest(digest))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -43,9 +43,11 @@ __all__ = [
     "Context",
     "CurrentMember",
     "RegistryContext",
+    "TokenAuthority",
     "Uploader",
     "json_body",
     "json_body_schema",
+    "read_limited",
 ]
 
 #: Largest JSON request body (a raw transaction is at most 128 KiB, 256 KiB as hex).
@@ -56,13 +58,33 @@ UPLOAD_ROLES: Final = Role.TWIN | Role.PUBLISHER | Role.MINER | Role.ADMIN
 M = TypeVar("M", bound=BaseModel)
 
 
+class TokenAuthority(Protocol):
+    """Who issues and checks bearer tokens: the node's :class:`~node.auth.AuthService`,
+    or, in a standalone API, :class:`registry.api.remote.RemoteAuth` (the miner's)."""
+
+    def challenge(self, address: Address) -> str:
+        """A single-use sign-in challenge for ``address``."""
+        ...
+
+    def token(self, address: Address, signature: bytes | str) -> tuple[str, int]:
+        """A token and its expiry for a signed challenge."""
+        ...
+
+    def verify(self, token: str | None) -> Principal:
+        """The principal of a valid token; Unauthorized with the reason otherwise."""
+        ...
+
+
 @dataclass
 class RegistryContext:
     """The node and stores one registry API instance serves."""
 
     view: NodeView
-    auth: AuthService
+    auth: TokenAuthority | AuthService
     blobs: BlobStore
+    #: In a standalone API, the miner it fronts (:class:`registry.api.remote.Upstream`):
+    #: blob requests and transactions are relayed to it; None on a miner.
+    upstream: Any = None
     #: Longest ``?wait=true`` on a transaction, in seconds.
     max_wait_seconds: float = 120.0
     #: Full downloads of blobs up to this size are verified before the first byte is
@@ -135,7 +157,8 @@ def uploader(principal: CurrentMember) -> Principal:
 Uploader = Annotated[Principal, Depends(uploader)]
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 beyond, before reading it all)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
@@ -153,7 +176,7 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
     """A dependency that reads, depth-checks and validates a JSON body as ``model``."""
 
     async def dependency(request: Request) -> M:
-        body = await _read_limited(request, MAX_JSON_BYTES)
+        body = await read_limited(request, MAX_JSON_BYTES)
         try:
             document = wire.load(body)
         except (ValueError, RecursionError) as exc:

@@ -25,6 +25,7 @@ from node.errors import (
     TwinChainError,
     Unauthorized,
 )
+from node.rpc.remote import MinerFailed, MinerUnavailable
 
 __all__ = [
     "STATUS",
@@ -57,6 +58,8 @@ class RangeNotSatisfiable(InvalidInput):
 
 #: Most specific class first: the first ``isinstance`` match decides.
 STATUS: Final[tuple[tuple[type[TwinChainError], int, str], ...]] = (
+    (MinerUnavailable, 503, "miner_unavailable"),
+    (MinerFailed, 502, "bad_gateway"),
     (PayloadTooLarge, 413, "payload_too_large"),
     (RangeNotSatisfiable, 416, "range_not_satisfiable"),
     (Unprocessable, 422, "invalid_input"),
@@ -77,6 +80,8 @@ _GENERIC = {
     409: "conflict",
     413: "payload_too_large",
     422: "invalid_input",
+    502: "bad_gateway",
+    503: "miner_unavailable",
 }
 
 
@@ -99,6 +104,8 @@ async def _twinchain_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("%s %s failed on our side: %s", request.method, request.url.path, exc)
     headers: dict[str, str] = {}
+    if status == 503:
+        headers["Retry-After"] = "5"  # a miner that is down may be back soon
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="twinchain"'
     if isinstance(exc, RangeNotSatisfiable):

@@ -145,7 +145,7 @@ async def get_model_artifact(
 
     version_id, digest, status = await run_in_threadpool(resolve)
     headers = {"X-TwinChain-Version-Id": str(version_id), "X-TwinChain-Version-Status": status}
-    return await blob_response(request, context.blobs, digest, context.verify_first_bytes, headers)
+    return await blob_response(request, context, digest, headers)
 
 
 @records_router.get("/models/{name}/lineage", response_model=LineagePublic, tags=["models"])
@@ -205,7 +205,7 @@ async def get_dataset_artifact(
 
     dataset_id, digest = await run_in_threadpool(resolve)
     headers = {"X-TwinChain-Dataset-Id": str(dataset_id)}
-    return await blob_response(request, context.blobs, digest, context.verify_first_bytes, headers)
+    return await blob_response(request, context, digest, headers)
 
 
 # ---------------------------------------------------------------- rounds

@@ -28,8 +28,9 @@ from __future__ import annotations
 import time
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from contracts import Role
 from node.blobs import ArtifactDigest
@@ -223,7 +224,8 @@ def _parse_hash(text: str) -> Hash32:
     openapi_extra=json_body_schema(TransactionCreate),
     summary="Submit a signed raw transaction",
 )
-def submit_transaction(
+async def submit_transaction(
+    request: Request,
     context: Context,
     _member: CurrentMember,
     body: Annotated[TransactionCreate, Depends(json_body(TransactionCreate))],
@@ -232,8 +234,26 @@ def submit_transaction(
     preflight_checks: Annotated[
         bool, Query(alias="preflight", description="Check against the head before admitting.")
     ] = True,
-) -> JSONResponse:
+) -> Response:
     """Check, admit to the mempool (gossiped to every miner), optionally wait."""
+    if context.upstream is not None:  # standalone: the miner checks and admits it
+        relayed: Response = await context.upstream.relay_json(
+            request, "/v1/transactions", body.model_dump_json().encode()
+        )
+        return relayed
+    return await run_in_threadpool(
+        _submit, context, body, wait=wait, timeout=timeout, preflight_checks=preflight_checks
+    )
+
+
+def _submit(
+    context: RegistryContext,
+    body: TransactionCreate,
+    *,
+    wait: bool,
+    timeout: float,
+    preflight_checks: bool,
+) -> JSONResponse:
     text = body.raw[2:] if body.raw[:2] in ("0x", "0X") else body.raw
     raw = bytes.fromhex(text)
     tx = decode_transaction(raw, context.view.chain_id)
