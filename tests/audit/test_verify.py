@@ -1,0 +1,239 @@
+"""``audit verify`` on a real chain: an honest store verifies; one flipped byte anywhere
+in a block, transaction, receipt, certificate or validator-set state fails at the right
+height with the right reason."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from node.chain.block import Header
+from registry.audit.source import MinerData
+from registry.audit.verify import VerifyReport, verify_chain
+from registry.audit.witness import record_members
+from registry.cli import app
+from tests.audit.verify_chain import EPOCH, BuiltChain, build_chain, copy_miner
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> BuiltChain:
+    return build_chain(tmp_path_factory.mktemp("audit-chain"))
+
+
+def _verify(chain: BuiltChain, data_dir: Path, **kw: object) -> VerifyReport:
+    return verify_chain(MinerData.open(data_dir, chain.genesis), **kw)  # type: ignore[arg-type]
+
+
+def _height_of(db: Path, tx_hash: bytes) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(
+            conn.execute("SELECT height FROM transactions WHERE hash = ?", (tx_hash,)).fetchone()[0]
+        )
+
+
+def _flip(
+    db: Path, table: str, column: str, where: str, params: tuple[object, ...], offset: int
+) -> None:
+    """XOR one byte of one stored blob, in place, in a copy of a miner's store."""
+    with sqlite3.connect(db) as conn:
+        value = bytearray(
+            conn.execute(f"SELECT {column} FROM {table} WHERE {where}", params).fetchone()[0]
+        )
+        value[offset] ^= 0x01
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (bytes(value), *params))
+
+
+def test_honest_chain_verifies_on_every_miner_and_follows_the_validator_change(
+    chain: BuiltChain,
+) -> None:
+    for data_dir in chain.data_dirs:
+        report = _verify(chain, data_dir)
+        assert report.ok, report.failure
+        assert report.checked >= chain.shrunk_epoch * EPOCH + 1
+    report = _verify(chain, chain.data_dirs[0])
+    removed = chain.removed
+    assert removed in report.epochs[chain.shrunk_epoch - 1]
+    assert removed not in report.epochs[chain.shrunk_epoch]
+    assert len(report.epochs[chain.shrunk_epoch]) == 3
+    assert report.transactions >= 7 and report.signatures >= 2 * report.checked
+
+
+def test_honest_chain_reexecutes_from_genesis_to_the_same_state_roots(chain: BuiltChain) -> None:
+    report = _verify(chain, chain.data_dirs[1], reexecute=True)
+    assert report.ok, report.failure
+    assert report.reexecuted and report.checked == report.to_height + 1 > chain.head
+
+
+def test_a_range_above_genesis_verifies_with_sets_followed_from_genesis(chain: BuiltChain) -> None:
+    start = chain.shrunk_epoch * EPOCH
+    report = _verify(chain, chain.data_dirs[0], from_height=start, to_height=chain.head)
+    assert report.ok, report.failure
+    assert report.checked == chain.head - start + 1
+    assert chain.removed not in report.epochs[chain.shrunk_epoch]
+
+
+def test_flipped_header_byte_fails_at_its_height(chain: BuiltChain, tmp_path: Path) -> None:
+    data = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(data / "chain.db", chain.model_tx)
+    _flip(data / "chain.db", "blocks", "header", "height = ?", (height,), -1)
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "hash")
+    assert "is not keccak(header)" in report.failure.message
+
+
+def test_flipped_header_and_rehashed_row_breaks_the_next_link(
+    chain: BuiltChain, tmp_path: Path
+) -> None:
+    """A forger who also fixes the stored hash is caught by the certificate (it signs the
+    old hash) — the first failing check at that height."""
+    data = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(data / "chain.db", chain.model_tx)
+    with sqlite3.connect(data / "chain.db") as conn:
+        header = Header.decode(
+            conn.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()[0]
+        )
+        forged = header.replace(timestamp=header.timestamp + 1)
+        conn.execute(
+            "UPDATE blocks SET header = ?, hash = ? WHERE height = ?",
+            (forged.encode(), forged.hash(), height),
+        )
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "certificate")
+    assert "certificate is for block hash" in report.failure.message
+
+
+def test_flipped_transaction_byte_fails_at_its_height(chain: BuiltChain, tmp_path: Path) -> None:
+    data = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(data / "chain.db", chain.close_tx)
+    _flip(data / "chain.db", "transactions", "raw", "hash = ?", (chain.close_tx,), -40)
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "transactions")
+    assert "is not keccak(raw)" in report.failure.message
+
+
+def test_flipped_transaction_with_matching_hash_fails_the_transactions_root(
+    chain: BuiltChain, tmp_path: Path
+) -> None:
+    from eth_hash.auto import keccak
+
+    data = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(data / "chain.db", chain.close_tx)
+    with sqlite3.connect(data / "chain.db") as conn:
+        raw = bytearray(
+            conn.execute(
+                "SELECT raw FROM transactions WHERE hash = ?", (chain.close_tx,)
+            ).fetchone()[0]
+        )
+        raw[-40] ^= 0x01
+        conn.execute(
+            "UPDATE transactions SET raw = ?, hash = ? WHERE hash = ?",
+            (bytes(raw), keccak(bytes(raw)), chain.close_tx),
+        )
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "transactions_root")
+    assert report.failure.message.startswith("transactions_root mismatch (header 0x")
+
+
+def test_flipped_receipt_log_byte_fails_the_receipts_root(
+    chain: BuiltChain, tmp_path: Path
+) -> None:
+    data = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(data / "chain.db", chain.model_tx)
+    _flip(data / "chain.db", "logs", "data", "tx_hash = ? AND log_index = 0", (chain.model_tx,), -1)
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "receipts_root")
+    assert "computed 0x" in report.failure.message
+
+
+def test_receipt_field_outside_the_root_is_caught_by_reexecution(
+    chain: BuiltChain, tmp_path: Path
+) -> None:
+    data = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(data / "chain.db", chain.model_tx)
+    _flip(data / "chain.db", "transactions", "sender", "hash = ?", (chain.model_tx,), 0)
+    assert _verify(chain, data).ok  # the sender column is not committed by receipts_root
+    report = _verify(chain, data, reexecute=True)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "receipts")
+    assert "stored sender" in report.failure.message
+
+
+def test_flipped_certificate_signature_byte_fails_naming_the_signature(
+    chain: BuiltChain, tmp_path: Path
+) -> None:
+    data = copy_miner(chain, tmp_path / "copy")
+    height = chain.shrunk_epoch * EPOCH + 1
+    _flip(data / "chain.db", "blocks", "seal", "height = ?", (height,), -10)  # inside s
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (height, "certificate")
+    assert "certificate signature" in report.failure.message
+    assert report.failure.message.endswith("is invalid")
+
+
+def test_altered_validator_set_state_fails_at_its_boundary_block(
+    chain: BuiltChain, tmp_path: Path
+) -> None:
+    """Flip a byte of a state node that only the boundary block before the change reads
+    when the members are computed: the derived set cannot be trusted, so verify stops
+    there (and never accepts the 3-member certificates on a forged set)."""
+    data = copy_miner(chain, tmp_path / "copy")
+    miner = MinerData.open(data, chain.genesis)
+    boundary = (chain.shrunk_epoch - 1) * EPOCH
+    with sqlite3.connect(data / "chain.db") as conn:
+
+        def read(key: bytes) -> bytes | None:
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        def header(h: int) -> Header:
+            return Header.decode(
+                conn.execute("SELECT header FROM blocks WHERE height = ?", (h,)).fetchone()[0]
+            )
+
+        engine, gas = miner.genesis.consensus.engine, miner.genesis.gas_limit
+        _, at_boundary = record_members(read, header(boundary), engine, gas)
+        earlier: set[bytes] = set()
+        for h in range(EPOCH, boundary, EPOCH):
+            earlier |= set(record_members(read, header(h), engine, gas)[1])
+        only_here = sorted(set(at_boundary) - earlier)
+        assert only_here
+    _flip(data / "chain.db", "state", "value", "key = ?", (only_here[0],), -1)
+    report = _verify(chain, data)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.field) == (boundary, "validator_set")
+    assert f"state node 0x{only_here[0].hex()} is corrupt" in report.failure.message
+    assert chain.shrunk_epoch not in report.epochs
+
+
+def test_cli_exit_codes_and_json(chain: BuiltChain, tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = chain.data_dirs[0]
+    ok = runner.invoke(app, ["audit", "verify", "--data-dir", str(data), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["ok"] is True
+    copy = copy_miner(chain, tmp_path / "copy")
+    height = _height_of(copy / "chain.db", chain.model_tx)
+    _flip(copy / "chain.db", "blocks", "header", "height = ?", (height,), -1)
+    bad = runner.invoke(
+        app, ["audit", "verify", "--data-dir", str(copy), "--genesis", str(chain.genesis)]
+    )
+    assert bad.exit_code == 1
+    assert f"FAILED at block {height} (hash)" in bad.stdout
+    missing = runner.invoke(app, ["audit", "verify", "--data-dir", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2
+    assert "no chain.db" in missing.output
+    above = runner.invoke(app, ["audit", "verify", "--data-dir", str(data), "--to", "999999"])
+    assert above.exit_code == 2
+    assert "above the stored head" in above.output
