@@ -27,7 +27,7 @@ from node.net import PeerTransport, TlsIdentity
 from node.net.frames import Channel
 from node.pki import load_keystore, parse_address, read_password
 
-__all__ = ["Equivocation", "equivocate", "signer_of"]
+__all__ = ["Equivocation", "equivocate", "private_key_of", "signer_of"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,15 @@ class Equivocation:
     second: SignedMessage
 
 
-def signer_of(layout: NetworkLayout, miner: int) -> Signer:
-    """The validator key of ``miner`` (what the attacker stole)."""
+def private_key_of(layout: NetworkLayout, miner: int) -> bytes:
+    """The validator (and account) key of ``miner``: what the attacker stole."""
     info = layout.miners[miner]
-    return Signer(load_keystore(info.keystore, read_password(info.password_file, None)))
+    return load_keystore(info.keystore, read_password(info.password_file, None))
+
+
+def signer_of(layout: NetworkLayout, miner: int) -> Signer:
+    """The stolen key as a consensus signer."""
+    return Signer(private_key_of(layout, miner))
 
 
 def conflicting(

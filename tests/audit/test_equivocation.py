@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from typer.testing import CliRunner
 
+from contracts import ELECTION_ADDRESS, load_artifact
 from node.chain.genesis import load_genesis
 from node.consensus.evidence import EquivocationEvidence
 from node.consensus.messages import Kind, SignedMessage
@@ -28,7 +30,7 @@ from node.consensus.types import Address, ValidatorSet
 from registry.audit import equivocation as eq
 from registry.audit.source import MinerData
 from registry.cli import app
-from tests.audit.byzantine import Equivocation, equivocate
+from tests.audit.byzantine import Equivocation, equivocate, private_key_of
 from tests.network.harness import Network, running_network
 
 runner = CliRunner()
@@ -294,3 +296,83 @@ def test_jail_refuses_unknown_ids_and_submits_nothing(scene: Scene) -> None:
     )
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert "no evidence record 'ffffffffffff'" in result.stderr
+
+
+# ---------------------------------------------------------------- DPoS: evidence → jail
+
+
+@pytest.fixture(scope="module")
+def dpos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    root = tmp_path_factory.mktemp("dpos") / "net"
+    with running_network(root, nodes=4, engine="dpos") as net:
+        yield net
+
+
+def _election(w3: Any) -> Any:
+    return w3.eth.contract(
+        address=w3.to_checksum_address(ELECTION_ADDRESS), abi=load_artifact("Election").abi
+    )
+
+
+def test_dpos_equivocation_jails_the_delegate_through_the_election_contract(
+    dpos: Network,
+) -> None:
+    net = dpos
+    w3 = net.web3(0)
+    election = _election(w3)
+    delegate = Account.from_key(private_key_of(net.layout, BYZANTINE))
+    tx = election.functions.registerCandidate().build_transaction(
+        {
+            "from": delegate.address,
+            "nonce": w3.eth.get_transaction_count(delegate.address),
+            "gas": 500_000,
+            "maxFeePerGas": 0,
+            "maxPriorityFeePerGas": 0,
+            "chainId": net.layout.chain_id,
+        }
+    )
+    sent = w3.eth.send_raw_transaction(delegate.sign_transaction(tx).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(sent, timeout=60, poll_latency=0.2)
+    assert receipt["status"] == 1
+    assert election.functions.isCandidate(delegate.address).call() is True
+
+    net.stop(BYZANTINE)
+    status = net.status(0)
+    assert status is not None
+    height = int(status["height"]) + 1
+    equivocate(
+        net.layout,
+        BYZANTINE,
+        HONEST,
+        [(Kind.CONFIRM, height, 1)],  # wire round 1 = the confirm phase of round 0
+        until=lambda: all(_evidence_count(net, i) >= 1 for i in HONEST),
+    )
+    data_dir = str(net.layout.miners[0].data_dir)
+    listed = _cli("--data-dir", data_dir, "--json")
+    assert listed.exit_code == 0, (listed.stdout, listed.stderr)
+    (record,) = json.loads(listed.stdout)
+    assert (record["engine"], record["kind"], record["verified"]) == ("dpos", "confirm", True)
+
+    auditor = next(a for a in net.layout.accounts if a.name == "auditor-0")
+    jail = [
+        "audit",
+        "jail",
+        record["id"][:8],
+        "--url",
+        net.url(1),
+        "--keystore",
+        str(auditor.keystore),
+        "--password-file",
+        str(auditor.password_file),
+        "--data-dir",
+        data_dir,
+        "--json",
+    ]
+    result = runner.invoke(app, jail)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    outcome = json.loads(result.stdout)
+    assert outcome["status"] == "committed" and outcome["jailed"] is True
+    assert election.functions.isJailed(delegate.address).call() is True
+    assert delegate.address not in election.functions.committee().call()
+    again = runner.invoke(app, jail)
+    assert again.exit_code == 1 and "already jailed" in again.stderr
