@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -64,6 +64,10 @@ _MAX_ALIAS: Final = 32
 
 
 def _to_json(value: Any) -> Any:
+    # Faster than dataclasses.asdict (no deep copies): results are built fresh per query.
+    fields = getattr(value, "__dataclass_fields__", None)
+    if fields is not None:
+        return {name: _to_json(getattr(value, name)) for name in fields}
     if isinstance(value, tuple | list):
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
@@ -76,7 +80,7 @@ class _Json:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        result: dict[str, Any] = _to_json(asdict(self))  # type: ignore[call-overload]
+        result: dict[str, Any] = _to_json(self)
         return result
 
 
@@ -375,6 +379,14 @@ def _update(row: Sequence[Any]) -> UpdateNode:
     )
 
 
+def _included_by_round(updates: Sequence[UpdateNode]) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for u in updates:
+        if u.included:
+            found.setdefault(u.round_id, []).append(u.id)
+    return found
+
+
 class AuditQueries:
     """The queries, over one :class:`AuditIndex` (they read; call ``index.update()``
     first to see the newest blocks)."""
@@ -449,15 +461,17 @@ class AuditQueries:
             "ORDER BY v.id DESC",
             (root,),
         )
+        ids = json.dumps([r[0] for r in version_rows])
         edges = q(
-            f"{_ANCESTORS}SELECT p.child, p.parent, p.position FROM version_parents p "
-            "JOIN anc ON p.child = anc.id ORDER BY p.child DESC, p.position",
-            (root,),
+            "SELECT p.child, p.parent, p.position FROM version_parents p "
+            "WHERE p.child IN (SELECT value FROM json_each(?)) ORDER BY p.child DESC, p.position",
+            (ids,),
         )
         links = q(
-            f"{_ANCESTORS}SELECT d.version_id, d.dataset_id FROM version_datasets d "
-            "JOIN anc ON d.version_id = anc.id ORDER BY d.version_id DESC, d.position",
-            (root,),
+            "SELECT d.version_id, d.dataset_id FROM version_datasets d "
+            "WHERE d.version_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY d.version_id DESC, d.position",
+            (ids,),
         )
         parents: dict[int, list[int]] = {}
         for child, parent, _ in edges:
@@ -484,14 +498,16 @@ class AuditQueries:
             )
             for r in version_rows
         ]
+        made_by = json.dumps(sorted({r[11] for r in version_rows if r[11] is not None}))
         round_rows = q(
-            f"{_ANCESTORS}SELECT {_ROUND_COLUMNS} FROM rounds r "
-            "JOIN anc ON r.result_version = anc.id ORDER BY r.id",
-            (root,),
+            f"SELECT {_ROUND_COLUMNS} FROM rounds r "
+            "WHERE r.id IN (SELECT value FROM json_each(?)) ORDER BY r.id",
+            (made_by,),
         )
         round_ids = [r[0] for r in round_rows]
         updates = self._updates(round_ids, included_only=True)
-        rounds = [self._round_node(r, updates) for r in round_rows]
+        included = _included_by_round(updates)
+        rounds = [self._round_node(r, included.get(r[0], ())) for r in round_rows]
         dataset_ids = sorted({d for _, d in links})
         dataset_rows = (
             q(
@@ -518,17 +534,17 @@ class AuditQueries:
     def _updates(self, round_ids: Sequence[int], *, included_only: bool) -> list[UpdateNode]:
         if not round_ids:
             return []
-        marks = ",".join("?" * len(round_ids))
         extra = " AND u.included = 1" if included_only else ""
         rows = self.index.query(
-            f"SELECT {_UPDATE_COLUMNS} FROM updates u WHERE u.round_id IN ({marks}){extra} "
+            f"SELECT {_UPDATE_COLUMNS} FROM updates u "
+            f"WHERE u.round_id IN (SELECT value FROM json_each(?)){extra} "
             "ORDER BY u.round_id, u.id",
-            list(round_ids),
+            (json.dumps(list(round_ids)),),
         )
         return [_update(r) for r in rows]
 
     @staticmethod
-    def _round_node(r: Sequence[Any], updates: Sequence[UpdateNode]) -> RoundNode:
+    def _round_node(r: Sequence[Any], included: Sequence[int]) -> RoundNode:
         return RoundNode(
             id=r[0],
             model=r[1],
@@ -541,7 +557,7 @@ class AuditQueries:
             open_tx=r[8],
             strategy=r[9],
             result_version=r[10],
-            included_update_ids=tuple(u.id for u in updates if u.round_id == r[0] and u.included),
+            included_update_ids=tuple(included),
             closer=r[11],
             close_block=r[12],
             close_tx=r[13],
@@ -594,7 +610,8 @@ class AuditQueries:
             raise NotFound(f"unknown round {round_id}")
         updates = self._updates([round_id], included_only=False)
         events = self._events("e.round_id = ?", [round_id], filters)
-        return RoundReport(self._round_node(rows[0], updates), tuple(updates), tuple(events))
+        included = _included_by_round(updates).get(round_id, [])
+        return RoundReport(self._round_node(rows[0], included), tuple(updates), tuple(events))
 
     # ------------------------------------------------------------ validators
 
