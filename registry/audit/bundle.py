@@ -25,10 +25,10 @@ from typing import Any, Final
 import rlp
 from eth_abi.abi import decode as abi_decode
 from eth_hash.auto import keccak
-from trie import HexaryTrie
+from trie.hexary import HexaryTrie
 
 from node.chain.block import Header
-from node.chain.genesis import Genesis, build_genesis
+from node.chain.genesis import Genesis
 from node.chain.tx import decode_transaction
 from node.chain.types import REGISTRY_ADDRESS, Address
 from node.consensus.certificate import CertificateError, CommitCertificate
@@ -42,6 +42,7 @@ from registry.audit.verify import (
     check_header_fields,
     decode_header,
     engine_id,
+    genesis_header,
     genesis_set,
     next_set,
     raw_tx_type,
@@ -560,7 +561,7 @@ def build_bundle(
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "chain_id": genesis.chain_id,
-        "genesis_hash": hx(build_genesis(genesis).header.hash()),
+        "genesis_hash": hx(genesis_header(genesis).hash()),
         "engine": genesis.consensus.engine,
         "epoch_length": genesis.consensus.epoch_length,
         "subject": subject,
@@ -575,6 +576,15 @@ def build_bundle(
 
 def check_bundle(bundle: object, genesis: Genesis) -> BundleSummary:
     """Verify a bundle offline against ``genesis``; :class:`BundleError` says why not."""
+    try:
+        return _check_bundle(bundle, genesis)
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise BundleError(f"malformed bundle: {exc!r}") from exc
+
+
+def _check_bundle(bundle: object, genesis: Genesis) -> BundleSummary:
     doc = _obj(
         bundle,
         "bundle",
@@ -627,7 +637,7 @@ def check_bundle(bundle: object, genesis: Genesis) -> BundleSummary:
 def check_network(doc: Mapping[str, Any], genesis: Genesis) -> None:
     """chain id, genesis hash, engine and epoch length are the genesis file's."""
     _same(doc["chain_id"], genesis.chain_id, "chain_id")
-    _same(doc["genesis_hash"], hx(build_genesis(genesis).header.hash()), "genesis_hash")
+    _same(doc["genesis_hash"], hx(genesis_header(genesis).hash()), "genesis_hash")
     _same(doc["engine"], genesis.consensus.engine, "engine")
     _same(doc["epoch_length"], genesis.consensus.epoch_length, "epoch_length")
 

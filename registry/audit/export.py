@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
 
-from node.chain.genesis import Genesis, build_genesis, parse_genesis
+from node.chain.genesis import Genesis, parse_genesis
 from node.chain.types import REGISTRY_ADDRESS
 from node.errors import InvalidInput
 from registry.audit.bundle import (
@@ -53,6 +53,7 @@ from registry.audit.verify import (
     VerifyReport,
     _Reexecutor,
     _Verifier,
+    genesis_header,
 )
 
 __all__ = [
@@ -303,7 +304,7 @@ def export_range(
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "chain_id": genesis.chain_id,
-        "genesis_hash": hx(build_genesis(genesis).header.hash()),
+        "genesis_hash": hx(genesis_header(genesis).hash()),
         "engine": genesis.consensus.engine,
         "epoch_length": length,
         "from": from_height,
@@ -311,9 +312,9 @@ def export_range(
         "files": [],
     }
     for path in files:
-        digest, size = _sha256_file(path)
+        sha, size = _sha256_file(path)
         manifest["files"].append(
-            {"path": path.relative_to(out).as_posix(), "sha256": digest, "size": size}
+            {"path": path.relative_to(out).as_posix(), "sha256": sha, "size": size}
         )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -360,7 +361,7 @@ def _check_manifest(root: Path, genesis: Genesis) -> dict[str, Any]:
         exported = parse_genesis(load_json(root / "genesis.json"))
     except InvalidInput as exc:
         raise BundleError(f"genesis.json: {exc}") from exc
-    if build_genesis(exported).header.hash() != build_genesis(genesis).header.hash():
+    if genesis_header(exported).hash() != genesis_header(genesis).hash():
         raise BundleError("genesis.json: the exported genesis is not the one given")
     return manifest
 
@@ -378,7 +379,20 @@ def check_export(
     report's failure (as for :func:`registry.audit.verify.verify_chain`). ``reexecute``
     needs an export that starts at height 0.
     """
-    root = Path(root)
+    try:
+        return _check_export(Path(root), genesis, reexecute, progress)
+    except (BundleError, InvalidInput):
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise BundleError(f"malformed export: {exc!r}") from exc
+
+
+def _check_export(
+    root: Path,
+    genesis: Genesis,
+    reexecute: bool,
+    progress: Callable[[int], None] | None,
+) -> VerifyReport:
     manifest = _check_manifest(root, genesis)
     first, last = manifest["from"], manifest["to"]
     if not isinstance(first, int) or not isinstance(last, int) or not 0 <= first <= last:
@@ -403,9 +417,7 @@ def check_export(
             if _sha256_file(root / path)[0] != expected:
                 raise BundleError(f"{path}: content does not match its sha256 name")
     source = ExportSource(root, [f["path"] for f in manifest["files"]])
-    report = VerifyReport(
-        genesis.chain_id, build_genesis(genesis).header.hash(), first, last, reexecute
-    )
+    report = VerifyReport(genesis.chain_id, genesis_header(genesis).hash(), first, last, reexecute)
     verifier = _Verifier(genesis, source, report, None, sets)
     start = time.perf_counter()
     try:

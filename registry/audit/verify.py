@@ -43,6 +43,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -70,6 +71,7 @@ __all__ = [
     "VerificationFailed",
     "VerifyReport",
     "check_certificate",
+    "genesis_header",
     "stored_receipts",
     "verify_chain",
 ]
@@ -388,6 +390,12 @@ def check_header_fields(header: Header, height: int, genesis: Genesis, vset: Val
         )
 
 
+@lru_cache(maxsize=8)
+def genesis_header(genesis: Genesis) -> Header:
+    """Block 0 built from ``genesis`` (memoised: building executes the predeploys)."""
+    return build_genesis(genesis).header
+
+
 def engine_id(genesis: Genesis) -> EngineId:
     """The consensus engine of a network."""
     return EngineId.PBFT if genesis.consensus.engine == "pbft" else EngineId.DPOS
@@ -444,7 +452,7 @@ class _Verifier:
         self.sets: dict[int, ValidatorSet] = dict(sets or {})
         self.sets.setdefault(0, genesis_set(genesis, 0))
         self.sets.setdefault(1, genesis_set(genesis, 1))
-        self.genesis_header = build_genesis(genesis).header
+        self.genesis_header = genesis_header(genesis)
         self.reexec: _Reexecutor | None = None
 
     def vset(self, epoch: int, height: int) -> ValidatorSet:
@@ -769,7 +777,7 @@ def verify_chain(
             raise InvalidInput(f"bad range {from_height}..{last}")
         if last > head:
             raise InvalidInput(f"--to {last} is above the stored head {head}")
-        built = build_genesis(genesis).header
+        built = genesis_header(genesis)
         report = VerifyReport(genesis.chain_id, built.hash(), from_height, last, reexecute)
         meta = reader.meta()
         start = time.perf_counter()

@@ -73,7 +73,7 @@ def _send(net: Network, sender: str, fn: Any) -> Any:
     )
     h = w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(h, timeout=90, poll_latency=0.2)
-    assert receipt.status == 1
+    assert receipt["status"] == 1
     return receipt
 
 
