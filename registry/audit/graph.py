@@ -172,9 +172,9 @@ class Graph:
         for col in sorted(columns):
             y = 40.0
             for n in columns[col]:
-                h = 12 + line_h * len(n.label)
-                box[n.id] = (20 + col * (width + gap_x), y, float(width), float(h))
-                y += h + gap_y
+                node_h = 12 + line_h * len(n.label)
+                box[n.id] = (20 + col * (width + gap_x), y, float(width), float(node_h))
+                y += node_h + gap_y
             total_h = max(total_h, y)
         total_w = 20 + (max(columns, default=0) + 1) * (width + gap_x)
         height = int(total_h) + 20
@@ -211,7 +211,7 @@ class Graph:
         for n in self._ordered():
             x, y, w, h = box[n.id]
             _, fill, stroke = _STYLE[n.style]
-            radius = h / 2 if n.kind == "twin" else 6
+            radius = h / 2 if n.kind == "twin" else 6.0
             texts = "".join(
                 f'<text x="{x + w / 2:.1f}" y="{y + 16 + i * line_h:.1f}" text-anchor="middle"'
                 + (' font-weight="bold"' if i == 0 else "")

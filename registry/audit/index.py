@@ -485,8 +485,8 @@ class AuditIndex:
             (self.genesis_hash, header.timestamp, _hex(header.proposer)),
         )
         roles: dict[bytes, int] = {bytes(a): int(Role.ADMIN) for a in g.admins}
-        for member, bits in g.member_roles():
-            roles[bytes(member)] = roles.get(bytes(member), 0) | bits
+        for account, role_bits in g.member_roles():
+            roles[bytes(account)] = roles.get(bytes(account), 0) | role_bits
         for log_index, (member, bits) in enumerate(sorted(roles.items())):
             names = [r.name for r in Role if bits & r and r.name is not None]
             event = DecodedEvent(

@@ -138,7 +138,7 @@ def _membership_tx(net: Network, name: str, fn: str, *args: Any) -> tuple[Tx, An
         }
     )
     h = w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.2)
+    receipt: Any = w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.2)
     assert receipt.status == 1, f"{fn} reverted"
     record = Tx(
         "0x" + bytes(receipt.transactionHash).hex(),
