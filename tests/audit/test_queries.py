@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_hash.auto import keccak
 from typer.testing import CliRunner
 
+from contracts import ELECTION_ADDRESS, MEMBERSHIP_ADDRESS, ProposalAction, Role
+from node.chain.genesis import build_genesis, load_genesis
+from node.chain.types import Address as NodeAddress
+from node.consensus.messages import Signer
 from node.errors import InvalidInput, NotFound
+from node.rpc.local import LocalNodeView
 from registry.audit.index import AuditIndex, IndexInconsistent
 from registry.audit.queries import AuditQueries, Filters
 from registry.cli import app
@@ -381,3 +389,100 @@ def test_cli_prints_json_and_tables_with_meaningful_exit_codes(
     assert json.loads(config.stdout)["round"]["status"] == "cancelled"
     missing = runner.invoke(app, ["audit", "history", MODEL, "--data-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "no chain.db" in missing.output
+
+
+# ---------------------------------------------------------------- DPoS committees
+
+
+def _key(label: str) -> bytes:
+    return bytes(keccak(b"twinchain audit dpos key " + label.encode()))
+
+
+def test_dpos_committee_is_read_from_election_state_with_the_votes_behind_it(
+    tmp_path: Path,
+) -> None:
+    """A single-node DPoS chain (real store, executor and seals): a second MINER wins
+    the one committee seat by votes; the index reads Election.committee() at the
+    boundary and lists the stakes, votes and candidacies behind it."""
+    miner, admin, other, voter = (_key(n) for n in ("miner", "admin", "other", "voter"))
+    addr = {k: Account.from_key(k).address for k in (miner, admin, other, voter)}
+    doc: dict[str, Any] = {
+        "chain_id": 7399,
+        "timestamp": 1_767_225_600,
+        "consensus": {"engine": "dpos", "epoch_length": 4, "committee_size": 1},
+        "validators": [addr[miner]],
+        "admins": [addr[admin]],
+        "admin_threshold": 1,
+        "roles": {addr[voter]: ["TWIN"], addr[other]: ["AUDITOR"]},
+        "balances": {a: str(10**24) for a in addr.values()},
+    }
+    (tmp_path / "genesis.json").write_text(json.dumps(doc))
+    genesis = load_genesis(tmp_path / "genesis.json")
+    data = tmp_path / "data"
+    data.mkdir()
+    node = LocalNodeView.open(
+        data / "chain.db", build_genesis(genesis), Signer(miner), automine=True
+    )
+
+    def send(
+        key: bytes, to: str, signature: str, types: list[str], args: list[Any], value: int = 0
+    ) -> str:
+        sender = Account.from_key(key)
+        tx = {
+            "to": to,
+            "data": keccak(signature.encode())[:4] + abi_encode(types, args),
+            "gas": 3_000_000,
+            "maxFeePerGas": 0,
+            "maxPriorityFeePerGas": 0,
+            "nonce": node.next_nonce(NodeAddress(bytes.fromhex(sender.address[2:]))),
+            "chainId": 7399,
+            "type": 2,
+            "value": value,
+        }
+        tx_hash = node.submit_transaction(bytes(sender.sign_transaction(tx).raw_transaction))
+        record = node.receipt(tx_hash)
+        assert record is not None and record.receipt.status == 1, signature
+        return "0x" + bytes(tx_hash).hex()
+
+    try:
+        while node.head().height < 5:  # epochs 0-1: genesis; the boundary 4 sees no candidate
+            node.produce_block()
+        grant = send(
+            admin,
+            MEMBERSHIP_ADDRESS,
+            "propose(uint256,address,uint256)",
+            ["uint256", "address", "uint256"],
+            [int(ProposalAction.GRANT_ROLE), addr[other], int(Role.MINER)],
+        )
+        send(miner, ELECTION_ADDRESS, "registerCandidate()", [], [])
+        send(other, ELECTION_ADDRESS, "registerCandidate()", [], [])
+        send(miner, ELECTION_ADDRESS, "stake()", [], [], value=10)
+        send(miner, ELECTION_ADDRESS, "vote(address[])", ["address[]"], [[addr[miner]]])
+        send(voter, ELECTION_ADDRESS, "stake()", [], [], value=100)
+        vote = send(voter, ELECTION_ADDRESS, "vote(address[])", ["address[]"], [[addr[other]]])
+        decided = node.head().height
+        while node.head().height < decided + 8:
+            node.produce_block()
+    finally:
+        node.close()
+
+    index = AuditIndex.open(data, tmp_path / "genesis.json", tmp_path / "index.db")
+    index.update()
+    epochs = AuditQueries(index).validators()
+    assert epochs[2].source == "unchanged: empty answer at block 4 keeps epoch 1's"
+    assert list(epochs[2].members) == [addr[miner].lower()]
+    boundary = -(-decided // 4) * 4  # first boundary at or after the deciding vote
+    final = epochs[boundary // 4 + 1]
+    assert final.source == f"Election.committee() at block {boundary}"
+    assert list(final.members) == [addr[other].lower()]
+    first = next(e for e in epochs if e.members == (addr[other].lower(),))
+    assert first.source.startswith("Election.committee() at block")
+    assert first.removed == (addr[miner].lower(),) and first.added == (addr[other].lower(),)
+    seen = {ev.tx_hash for e in epochs for ev in e.changes}
+    assert vote in seen and grant in seen
+    names = {ev.name for e in epochs for ev in e.changes}
+    assert {"CandidateRegistered", "Staked", "Voted", "RoleGranted"} <= names
+    # the local node keeps sealing with its own one-member set: the index shows the
+    # mismatch between what the state elected and what the blocks carry
+    assert final.header_set_hash is not None and final.header_set_hash != final.set_hash
+    index.close()
