@@ -353,12 +353,20 @@ class AuditIndex:
                 "(its block 0 does not commit to the genesis document)"
             )
         self.genesis_hash = _hex(genesis_header.hash())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        self._init_meta()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot create {self.path.parent}: {exc}; choose another index path"
+            ) from exc
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._init_meta()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot open the audit index: {exc}") from exc
 
     @classmethod
     def open(
@@ -564,7 +572,10 @@ class AuditIndex:
             done = 0
             while start <= end:
                 stop = min(end, start + BATCH_BLOCKS - 1)
-                self._index_range(start, stop)
+                try:
+                    self._index_range(start, stop)
+                except sqlite3.Error as exc:
+                    raise StorageError(f"indexing blocks {start}..{stop} failed: {exc}") from exc
                 done += stop - start + 1
                 start = self.indexed_height + 1
             return done
