@@ -388,6 +388,12 @@ def gather(
         )
         if evidence is not None:
             _verify(candidate, chain_id, sets)
+            if candidate.verified and raw.key is not None and raw.key != key:
+                candidate.verified = False
+                candidate.reason = (
+                    "the stored columns (validator, engine, kind, height, round) disagree "
+                    "with the signed messages"
+                )
         existing = records.get(rid)
         if existing is None:
             records[rid] = candidate

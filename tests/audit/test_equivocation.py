@@ -259,6 +259,19 @@ def test_a_tampered_record_does_not_verify(
     assert reason in listed["commit"]["reason"]
 
 
+def test_a_record_whose_stored_columns_disagree_with_its_messages_does_not_verify(
+    scene: Scene, tmp_path: Path
+) -> None:
+    tampered = _tampered_dir(scene, tmp_path, lambda encoded: encoded)
+    with sqlite3.connect(tampered / "consensus.db") as conn:
+        conn.execute("UPDATE evidence SET height = height + 5 WHERE kind = ?", (Kind.COMMIT,))
+    result = _cli("--data-dir", str(tampered), "--genesis", str(scene.net.layout.genesis), "--json")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    listed = {r["kind"]: r for r in json.loads(result.stdout)}
+    assert listed["commit"]["verified"] is False
+    assert "disagree with the signed messages" in listed["commit"]["reason"]
+
+
 def test_bad_command_lines_exit_2_with_the_reason(scene: Scene, tmp_path: Path) -> None:
     cases = [
         ([], "give at least one --data-dir or --url"),
