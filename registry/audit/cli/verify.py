@@ -138,6 +138,9 @@ def verify(
     export_dir: Annotated[
         Path | None, typer.Option("--export", help="Verify an export directory instead.")
     ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Processes for long ranges (store only).", min=1)
+    ] = 1,
     as_json: AsJson = False,
 ) -> None:
     """Verify hash links, roots, receipts and every commit certificate against its epoch's
@@ -154,7 +157,9 @@ def verify(
             head = reader.head_height()
         last = head if to_height is None else to_height
         with _progress(last - from_height + 1, "verifying") as progress:
-            report = verify_chain(data, from_height, to_height, reexecute, progress=progress)
+            report = verify_chain(
+                data, from_height, to_height, reexecute, progress=progress, jobs=jobs
+            )
         _print_report(report, as_json, "chain")
 
     _run(action)
