@@ -18,8 +18,16 @@ Reads that matter are checked against the chain, not the REST server's word:
 size with ``eth_call`` on the ModelRegistry contract, downloads into a cache keyed by
 digest (``<cache>/sha256/<hex>``; partial downloads resume with ``Range`` + ``If-Range``),
 re-hashes the bytes, and refuses (:class:`ArtifactMismatch`) anything that does not hash
-to the on-chain digest. A cached file is re-hashed before each use; a tampered one is
-discarded and fetched again.
+to the on-chain digest. A cached file is re-hashed before its first use in a process; a
+tampered one is discarded and fetched again. After that the client trusts the file while
+its fingerprint ``(dev, inode, size, mtime, ctime)`` is the one it verified (kept in
+memory only: any write to the file moves its ctime, which no one can set back).
+
+Warm starts overlap the chain look-up with the transfer: the chain is read in a worker
+thread while the artifact streams from ``GET /v1/models/{name}/versions/{ref}/artifact``
+(the server's ETag says which digest it is sending). The bytes are accepted only if they
+hash to the digest the chain records for ``name@ref``; if the server sent anything else
+(say the alias moved meanwhile), they are dropped and the chain's digest is downloaded.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -47,7 +56,13 @@ from node.errors import (
     TwinChainError,
     Unauthorized,
 )
-from registry.api.contract import ContractReverted, RegistryReader, encode_call, revert_reason
+from registry.api.contract import (
+    ContractReverted,
+    RegistryReader,
+    VersionRecord,
+    encode_call,
+    revert_reason,
+)
 from registry.fl import aggregate_bytes, encode_dense, encode_sparse, load_model
 
 __all__ = [
@@ -61,6 +76,7 @@ __all__ = [
     "TwinClient",
     "Update",
     "default_cache_dir",
+    "stream_into",
 ]
 
 log = logging.getLogger("twinchain.client")
@@ -278,6 +294,38 @@ def _raise_for(response: httpx.Response) -> None:
     raise cls(str(message))
 
 
+def stream_into(
+    response: httpx.Response,
+    out: Any,
+    h: Any,
+    *,
+    limit: int,
+    done: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write a streamed body to ``out`` and feed it to the hash ``h``, as it arrives
+    (no re-chunking); refuse more than ``limit`` bytes in total. Returns the bytes
+    written counting ``done`` (already there). The SDK's download loop; the download
+    benchmark runs this same function against nginx."""
+    for chunk in response.iter_bytes():
+        done += len(chunk)
+        if done > limit:
+            raise ArtifactMismatch(f"the server sent more than the {limit} bytes expected")
+        out.write(chunk)
+        h.update(chunk)
+        if progress is not None:
+            progress(done)
+    return done
+
+
+def _fingerprint(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _file_digest(path: Path) -> ArtifactDigest:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -316,6 +364,8 @@ class TwinClient:
         self._http = http or httpx.Client(timeout=timeout)
         self._token: str | None = None
         self._chain_id: int | None = None
+        # cached files this client has hashed: digest -> fingerprint when verified
+        self._verified: dict[ArtifactDigest, tuple[int, ...]] = {}
 
     @classmethod
     def from_key(cls, url: str, private_key: bytes | str, **kwargs: Any) -> TwinClient:
@@ -486,19 +536,15 @@ class TwinClient:
         ``digest`` and ``size`` must come from the chain; bytes that do not match are
         refused with :class:`ArtifactMismatch` and never left under the final name.
         """
-        final = self.cache_dir / "sha256" / digest.hex
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final = self._cached(digest, size)
         if final.exists():
-            if final.stat().st_size == size and _file_digest(final) == digest:
-                return final
-            log.warning("cached %s does not match its digest: discarded, fetching again", digest)
-            final.unlink()
+            return final
         part = final.with_name(final.name + ".part")
         for attempt in range(2):
             resumed = part.exists() and part.stat().st_size > 0
             got = self._fetch_into(part, digest, size, label)
             if got == digest:
-                os.replace(part, final)
+                self._install(part, final, digest)
                 return final
             part.unlink(missing_ok=True)
             if not (resumed and attempt == 0):
@@ -507,6 +553,30 @@ class TwinClient:
                 )
             log.warning("resumed download of %s did not verify; fetching it whole", digest)
         raise AssertionError("unreachable")
+
+    def _cached(self, digest: ArtifactDigest, size: int) -> Path:
+        """The cache path of ``digest``; a cached file there that does not verify (or is
+        not the one this client verified) is re-hashed, and removed if it is bad."""
+        final = self.cache_dir / "sha256" / digest.hex
+        final.parent.mkdir(parents=True, exist_ok=True)
+        print_ = _fingerprint(final)
+        if print_ is None or self._verified.get(digest) == print_:
+            return final
+        if print_[2] == size and _file_digest(final) == digest:
+            if _fingerprint(final) == print_:
+                self._verified[digest] = print_
+            return final
+        log.warning("cached %s does not match its digest: discarded, fetching again", digest)
+        self._verified.pop(digest, None)
+        final.unlink()
+        return final
+
+    def _install(self, part: Path, final: Path, digest: ArtifactDigest) -> None:
+        """Move verified bytes to their cache name and trust that file."""
+        os.replace(part, final)
+        print_ = _fingerprint(final)
+        if print_ is not None:
+            self._verified[digest] = print_
 
     def _fetch_into(
         self, part: Path, digest: ArtifactDigest, size: int, label: str
@@ -537,17 +607,8 @@ class TwinClient:
                 with part.open("r+b" if offset else "wb") as out:
                     out.seek(offset)
                     out.truncate()
-                    done = offset
-                    for chunk in response.iter_bytes(CHUNK):
-                        if done + len(chunk) > size:
-                            raise ArtifactMismatch(
-                                f"the server sent more than the {size} bytes the chain records"
-                            )
-                        out.write(chunk)
-                        h.update(chunk)
-                        done += len(chunk)
-                        if self.progress is not None:
-                            self.progress(label, done, size)
+                    report = self._progress(label, size)
+                    stream_into(response, out, h, limit=size, done=offset, progress=report)
         except httpx.HTTPError as exc:
             raise RemoteError(f"download of {digest} broke off (resumable): {exc}") from exc
         return ArtifactDigest(h.digest())
@@ -646,16 +707,101 @@ class TwinClient:
         name, _, at = ref.partition("@")
         return self.resolve_version(name, at or "latest")
 
+    def _progress(self, label: str, size: int) -> Callable[[int], None] | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda done: progress(label, done, size)
+
+    def _on_chain(self, name: str, ref: str | int) -> VersionRecord:
+        return self.chain.version(self.resolve_version(name, ref))
+
     def warm_start(
         self, name: str, ref: str | int = "production", *, allow_revoked: bool = False
     ) -> Path:
         """The weights of ``name`` at ``ref``, downloaded once and verified against the
-        digest the chain records (read with ``eth_call``, not from the server's headers)."""
-        version_id = self.resolve_version(name, ref)
-        record = self.chain.version(version_id)
+        digest the chain records (read with ``eth_call``, not from the server's headers).
+
+        The chain is read in a worker thread while the artifact streams (see the module
+        docstring); only bytes that hash to the chain's digest are ever accepted.
+        """
+        self._headers()  # sign in first, not from two threads at once
+        with ThreadPoolExecutor(1, thread_name_prefix="twinchain-chain") as pool:
+            on_chain = pool.submit(self._on_chain, name, ref)
+            speculative = self._artifact_download(name, ref, on_chain)
+            try:
+                record = on_chain.result()
+            except BaseException:
+                if speculative is not None:
+                    speculative[1].unlink(missing_ok=True)
+                raise
         if record.status == 2 and not allow_revoked:
+            if speculative is not None:
+                speculative[1].unlink(missing_ok=True)
             raise Conflict(f"{name} v{record.version} is revoked: {record.status_reason}")
-        return self.download(record.digest, record.size, label=f"{name} v{record.version}")
+        label = f"{name} v{record.version}"
+        if speculative is not None:
+            got, path = speculative
+            if got == record.digest:
+                final = self.cache_dir / "sha256" / got.hex
+                if path != final:
+                    self._install(path, final, got)
+                return final
+            path.unlink(missing_ok=True)
+            log.warning(
+                "the server sent %s for %s@%s, the chain says %s", got, name, ref, record.digest
+            )
+        return self.download(record.digest, record.size, label=label)
+
+    def _artifact_download(
+        self, name: str, ref: str | int, on_chain: Future[VersionRecord]
+    ) -> tuple[ArtifactDigest, Path] | None:
+        """Stream ``name@ref``'s artifact while the chain is read: (digest the bytes
+        hash to, where they are), or None to download by the chain's digest instead
+        (the server failed, sends something the chain does not record — the transfer
+        stops as soon as the chain has answered —, or resuming or the cache is better)."""
+        url = f"{self.url}/v1/models/{name}/versions/{ref}/artifact"
+        try:
+            with self._http.stream("GET", url, headers=self._headers()) as response:
+                etag = response.headers.get("etag", "").strip('"')
+                length = response.headers.get("content-length", "")
+                if response.status_code != 200 or not length.isdigit():
+                    return None
+                try:
+                    served = parse_digest(etag)
+                except InvalidInput:
+                    return None
+                size = int(length)
+                final = self._cached(served, size)
+                part = final.with_name(final.name + ".part")
+                if final.exists() or part.exists():
+                    return None  # cached (checked against the chain below), or resumable
+                temp = final.with_name(f"{final.name}.{os.getpid()}.spec")
+                h = hashlib.sha256()
+                report = self._progress(f"{name}@{ref}", size)
+
+                def watch(done: int) -> None:
+                    if on_chain.done() and not on_chain.exception():
+                        record = on_chain.result()
+                        if record.digest != served or record.status == 2:
+                            raise ArtifactMismatch(f"the chain records {record.digest}")
+                    if report is not None:
+                        report(done)
+
+                try:
+                    with temp.open("wb") as out:
+                        stream_into(response, out, h, limit=size, progress=watch)
+                except BaseException:
+                    temp.unlink(missing_ok=True)
+                    raise
+        except (httpx.HTTPError, ArtifactMismatch, OSError) as exc:
+            log.info("speculative download of %s@%s failed (%s); by digest instead", name, ref, exc)
+            return None
+        got = ArtifactDigest(h.digest())
+        if got != served or temp.stat().st_size != size:
+            temp.unlink(missing_ok=True)
+            return None
+        return got, temp
 
     def pull_dataset(self, name: str, ref: str | int = "latest") -> Path:
         """A dataset file, verified against the digest the chain records."""
