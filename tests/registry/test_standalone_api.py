@@ -3,12 +3,16 @@
 One real miner process (the test harness) and one real standalone API process
 (``python -m registry.cli api serve --miner ... --listen 127.0.0.1:<free port>``) for the
 whole module. Twins use the SDK against the API's URL only; the answers are compared with
-the miner's own. The last test stops the miner.
+the miner's own. The last test stops the miner. One test puts the API in front of a
+hostile stand-in for a miner (a small HTTP server that lies about a blob's bytes and fails
+JSON-RPC with HTTP 500), to show what the API does when the miner cannot be trusted.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,10 +26,12 @@ import httpx
 import pytest
 from eth_account.messages import encode_defunct
 
-from node.blobs import ArtifactDigest
+from node.blobs import ArtifactDigest, BlobStore
 from node.pki import load_keystore, read_password
+from registry.api.remote import create_standalone_app
 from registry.client import TwinClient
 from tests.network.harness import REPO, Network, running_network
+from tests.registry.conftest import LiveServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -281,3 +287,66 @@ def test_a_miner_that_is_down_is_a_clear_503(setup: Setup) -> None:
         assert setup.net.url(0) in message and "unreachable" in message
         assert answer.headers["retry-after"] == "5"
     assert setup.proc.poll() is None  # the API itself keeps running
+
+
+# ---------------------------------------------------------------- a miner that lies or fails
+
+
+def _lying_miner(payload: bytes) -> Any:
+    """Accepts every token, serves ``payload`` under any digest, fails other JSON-RPC."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    async def rpc(request: Request) -> Response:
+        body = await request.json()
+        if body["method"] == "eth_blockNumber":
+            return JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": "0x5"})
+        return PlainTextResponse("boom", status_code=500)
+
+    async def blob(request: Request) -> Response:
+        return Response(payload, headers={"ETag": f'"{request.path_params["digest"]}"'})
+
+    return Starlette(routes=[Route("/", rpc, methods=["POST"]), Route("/v1/blobs/{digest}", blob)])
+
+
+def _token() -> str:
+    claims = {"v": 1, "cid": 1, "sub": "0x" + "11" * 20, "roles": 4, "iat": 0, "exp": 2**40}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"tc1.{payload}.AAAA"
+
+
+def test_bytes_a_miner_corrupts_never_complete_a_download_and_its_failures_are_502(
+    tmp_path: Path,
+) -> None:
+    wanted = ArtifactDigest.of(b"the real artifact")
+    lying = os.urandom(2 * 1024 * 1024)  # not the bytes of `wanted`
+    miner = LiveServer(_lying_miner(lying))
+    miner.start()
+    cache = BlobStore(tmp_path / "cache", max_blob_bytes=2**30)
+    api = LiveServer(create_standalone_app(miner.url, cache))
+    api.start()
+    try:
+        headers = {"Authorization": f"Bearer {_token()}"}
+        received = bytearray()
+        with (
+            pytest.raises(httpx.HTTPError),
+            httpx.stream(
+                "GET", f"{api.url}/v1/blobs/{wanted}", headers=headers, timeout=30
+            ) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(len(lying))
+            for chunk in response.iter_raw():
+                received += chunk
+        assert len(received) < len(lying)  # the last chunk was withheld
+        assert not cache.has(wanted) and cache.list() == []
+
+        failing = httpx.get(f"{api.url}/v1/models", headers=headers, timeout=30)
+        status, code, message = _error(failing)
+        assert (status, code) == (502, "bad_gateway")
+        assert miner.url in message and "HTTP 500" in message
+    finally:
+        api.stop()
+        miner.stop()
