@@ -237,3 +237,48 @@ def test_cli_exit_codes_and_json(chain: BuiltChain, tmp_path: Path) -> None:
     above = runner.invoke(app, ["audit", "verify", "--data-dir", str(data), "--to", "999999"])
     assert above.exit_code == 2
     assert "above the stored head" in above.output
+
+
+def test_parallel_verification_reports_the_same_first_failure(
+    chain: BuiltChain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import registry.audit.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "PARALLEL_CHUNK", 4)  # several chunks on a short chain
+    data = copy_miner(chain, tmp_path / "copy")
+    honest = _verify(chain, data, jobs=2)
+    assert honest.ok, honest.failure
+    assert (honest.checked, honest.signatures) == (
+        _verify(chain, data).checked,
+        _verify(chain, data).signatures,
+    )
+    late = chain.shrunk_epoch * EPOCH + 2
+    early = _height_of(data / "chain.db", chain.close_tx)
+    _flip(data / "chain.db", "blocks", "seal", "height = ?", (late,), -10)
+    _flip(data / "chain.db", "transactions", "raw", "hash = ?", (chain.close_tx,), -40)
+    serial, parallel = _verify(chain, data), _verify(chain, data, jobs=2)
+    assert serial.failure is not None and serial.failure.height == early
+    assert parallel.failure == serial.failure
+
+
+def test_dpos_chain_verifies_with_confirm_certificates(tmp_path: Path) -> None:
+    """A DPoS chain (four in-process replicas: real engines, stores and signatures; a
+    5-block epoch, committees read from Election) verifies, re-executes, and a flipped
+    CONFIRM signature byte is caught."""
+    from tests.node.test_replica_cluster import Cluster
+
+    cluster = Cluster(tmp_path / "dpos", "dpos", epoch_length=5)
+    cluster.run(300)
+    genesis = tmp_path / "genesis.json"
+    genesis.write_text(json.dumps(cluster.genesis.to_json()))
+    for replica in cluster.replicas:
+        assert replica is not None
+        replica.close()
+    data = tmp_path / "dpos" / "node-0"
+    report = verify_chain(MinerData.open(data, genesis), reexecute=True)
+    assert report.ok, report.failure
+    assert report.checked > 3 * 5 and max(report.epochs) >= 3
+    _flip(data / "chain.db", "blocks", "seal", "height = ?", (12,), -10)
+    failed = verify_chain(MinerData.open(data, genesis))
+    assert failed.failure is not None
+    assert (failed.failure.height, failed.failure.field) == (12, "certificate")
