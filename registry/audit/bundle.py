@@ -30,7 +30,7 @@ from trie.hexary import HexaryTrie
 from node.chain.block import Header
 from node.chain.genesis import Genesis
 from node.chain.tx import decode_transaction
-from node.chain.types import REGISTRY_ADDRESS, Address
+from node.chain.types import REGISTRY_ADDRESS
 from node.consensus.certificate import CertificateError, CommitCertificate
 from node.consensus.types import ValidatorSet
 from node.errors import InvalidInput, TwinChainError
@@ -819,8 +819,3 @@ def load_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: not a readable JSON file: {exc}") from exc
-
-
-def address_list(values: Sequence[Address]) -> list[str]:
-    """Members as 0x-hex strings."""
-    return [hx(v) for v in values]

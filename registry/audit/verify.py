@@ -821,7 +821,7 @@ class _Reexecutor:
                     )
         self.executor.commit(result, block.seal)
 
-    def catch_up(self, source: BlockSource, below: int, verifier: _Verifier) -> None:
+    def catch_up(self, source: BlockSource, below: int) -> None:
         """Execute blocks 1..below-1 (under the verified range) to reach its parent."""
         if below <= 1:
             return
@@ -893,7 +893,7 @@ def verify_chain(
                 previous = _keccak(row[1])
             if reexecute:
                 verifier.reexec = _Reexecutor(genesis)
-                verifier.reexec.catch_up(reader, from_height, verifier)
+                verifier.reexec.catch_up(reader, from_height)
             verifier.run(from_height, last, previous, progress)
         except VerificationFailed as exc:
             report.failure = Failure(exc.height, exc.field, exc.message)
