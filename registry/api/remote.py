@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -106,6 +107,7 @@ class RemoteAuth:
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._accepted: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._lock = threading.Lock()  # handlers verify from worker threads
 
     def challenge(self, address: Address) -> str:
         """The miner's sign-in challenge for ``address``."""
@@ -127,7 +129,8 @@ class RemoteAuth:
         if not token:
             raise Unauthorized("no token")
         now = self._clock()
-        hit = self._accepted.get(token)
+        with self._lock:
+            hit = self._accepted.get(token)
         if hit is not None and hit[1] > now:
             return hit[0]
         self.rpc.call("eth_blockNumber", bearer=token)  # the miner's verdict, or its error
@@ -139,9 +142,10 @@ class RemoteAuth:
             )
         except (KeyError, TypeError, ValueError):
             raise Unauthorized("malformed token") from None
-        self._accepted[token] = (principal, min(principal.expires_at, now + self.cache_seconds))
-        while len(self._accepted) > MAX_CACHED_TOKENS:
-            self._accepted.popitem(last=False)
+        with self._lock:
+            self._accepted[token] = (principal, min(principal.expires_at, now + self.cache_seconds))
+            while len(self._accepted) > MAX_CACHED_TOKENS:
+                self._accepted.popitem(last=False)
         return principal
 
 
