@@ -53,9 +53,7 @@ from eth_hash.auto import keccak
 
 from node.chain.block import BLOOM_BYTES, EMPTY_BLOOM, Block, Header
 from node.chain.genesis import Genesis, build_genesis
-from node.chain.receipt import bloom_of
 from node.chain.store import ChainStore
-from node.chain.trie import trie_root
 from node.chain.types import EMPTY_ROOT, Address, Hash32
 from node.consensus.certificate import commit_kind
 from node.consensus.messages import DOMAIN, EngineId
@@ -73,6 +71,8 @@ __all__ = [
     "VerifyReport",
     "check_certificate",
     "genesis_header",
+    "list_trie_root",
+    "rlp_encode",
     "stored_receipts",
     "verify_chain",
 ]
@@ -506,8 +506,84 @@ def receipt_encoding(
     tx_type: int, status: int, cumulative: int, bloom: bytes, logs: list[Any]
 ) -> bytes:
     """Ethereum's consensus receipt encoding (the receipts-trie value)."""
-    body = rlp.encode([b"\x01" if status == 1 else b"", cumulative, bloom, logs])
-    return bytes(body) if tx_type == 0 else bytes([tx_type]) + bytes(body)
+    body = rlp_encode([b"\x01" if status == 1 else b"", cumulative, bloom, logs])
+    return body if tx_type == 0 else bytes([tx_type]) + body
+
+
+def rlp_encode(item: bytes | int | list[Any]) -> bytes:
+    """Canonical RLP of bytes, non-negative ints and (nested) lists of them — the same
+    bytes as ``rlp.encode`` for these types, without its sedes inference."""
+    if isinstance(item, bytes):
+        if len(item) == 1 and item[0] < 0x80:
+            return item
+        return _length_prefix(len(item), 0x80) + item
+    if isinstance(item, int):
+        return rlp_encode(item.to_bytes((item.bit_length() + 7) // 8, "big"))
+    payload = b"".join([rlp_encode(x) for x in item])
+    return _length_prefix(len(payload), 0xC0) + payload
+
+
+def _length_prefix(length: int, offset: int) -> bytes:
+    if length < 56:
+        return bytes([offset + length])
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([offset + 55 + len(size)]) + size
+
+
+def list_trie_root(items: Sequence[bytes]) -> bytes:
+    """Root of the Merkle-Patricia trie ``{rlp(i): items[i]}`` (transactions, receipts):
+    the same root as ``node.chain.trie.trie_root``, built with the C Keccak."""
+    if not items:
+        return EMPTY_ROOT
+    keyed = {_nibbles(rlp_encode(i)): item for i, item in enumerate(items)}
+    return _keccak(rlp_encode(_trie_node(keyed)))
+
+
+def _nibbles(key: bytes) -> bytes:
+    return bytes(n for byte in key for n in (byte >> 4, byte & 0x0F))
+
+
+def _hex_prefix(path: bytes, leaf: bool) -> bytes:
+    flag = 2 if leaf else 0
+    if len(path) % 2:
+        head = bytes([16 * (flag + 1) + path[0]])
+        path = path[1:]
+    else:
+        head = bytes([16 * flag])
+    return head + bytes(16 * path[i] + path[i + 1] for i in range(0, len(path), 2))
+
+
+def _trie_node(kv: dict[bytes, bytes]) -> list[Any]:
+    """The node (as an RLP structure) holding exactly ``kv`` (paths relative to it)."""
+    first = next(iter(kv))
+    if len(kv) == 1:
+        return [_hex_prefix(first, True), kv[first]]
+    prefix = len(first)
+    for key in kv:
+        limit = min(prefix, len(key))
+        common = 0
+        while common < limit and key[common] == first[common]:
+            common += 1
+        prefix = common
+        if prefix == 0:
+            break
+    if prefix:
+        child = _trie_node({key[prefix:]: value for key, value in kv.items()})
+        return [_hex_prefix(first[:prefix], False), _trie_ref(child)]
+    groups: list[dict[bytes, bytes]] = [{} for _ in range(16)]
+    value = b""
+    for key, item in kv.items():
+        if key:
+            groups[key[0]][key[1:]] = item
+        else:
+            value = item
+    return [*(_trie_ref(_trie_node(g)) if g else b"" for g in groups), value]
+
+
+def _trie_ref(node: list[Any]) -> bytes | list[Any]:
+    """A child reference: embedded when its RLP is shorter than 32 bytes, else its hash."""
+    encoded = rlp_encode(node)
+    return node if len(encoded) < 32 else _keccak(encoded)
 
 
 def raw_tx_type(raw: bytes) -> int:
@@ -674,11 +750,11 @@ class _Verifier:
                     f"0x{_keccak(raw).hex()}",
                 )
             raws.append(raw)
-        computed = trie_root(raws)
+        computed = list_trie_root(raws)
         if computed != header.transactions_root:
             raise _root_mismatch(h, "transactions_root", header.transactions_root, computed)
         encoded, bloom, cumulative = self.receipts(block, raws)
-        computed = trie_root(encoded)
+        computed = list_trie_root(encoded)
         if computed != header.receipts_root:
             raise _root_mismatch(h, "receipts_root", header.receipts_root, computed)
         if bloom != header.logs_bloom:
@@ -758,9 +834,33 @@ def stored_receipts(block: StoredBlock, raws: list[bytes]) -> tuple[list[bytes],
 def _bloom(entries: list[list[Any]]) -> bytes:
     if not entries:
         return EMPTY_BLOOM
-    from node.chain.receipt import Log
+    bits = 0
+    for address, topics, _data in entries:
+        bits |= _bloom_bits(address)
+        for topic in topics:
+            bits |= _bloom_bits(topic)
+    return bits.to_bytes(BLOOM_BYTES, "big")
 
-    return bloom_of([Log(Address(a), tuple(Hash32(t) for t in ts), d) for a, ts, d in entries])
+
+#: Bloom bits of recently seen addresses and topics (they repeat across receipts).
+_BLOOM_CACHE: dict[bytes, int] = {}
+
+
+def _bloom_bits(item: bytes) -> int:
+    """The three bits Ethereum's bloom (Yellow Paper M3:2048) sets for ``item``: the low
+    11 bits of each of the first three 16-bit words of ``keccak(item)``."""
+    bits = _BLOOM_CACHE.get(item)
+    if bits is None:
+        h = _keccak(item)
+        bits = (
+            (1 << (((h[0] << 8) | h[1]) & 2047))
+            | (1 << (((h[2] << 8) | h[3]) & 2047))
+            | (1 << (((h[4] << 8) | h[5]) & 2047))
+        )
+        if len(_BLOOM_CACHE) >= 65536:
+            _BLOOM_CACHE.clear()
+        _BLOOM_CACHE[item] = bits
+    return bits
 
 
 def _root_mismatch(height: int, name: str, claimed: bytes, computed: bytes) -> VerificationFailed:

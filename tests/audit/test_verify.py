@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -282,3 +283,46 @@ def test_dpos_chain_verifies_with_confirm_certificates(tmp_path: Path) -> None:
     failed = verify_chain(MinerData.open(data, genesis))
     assert failed.failure is not None
     assert (failed.failure.height, failed.failure.field) == (12, "certificate")
+
+
+def test_fast_encoders_match_the_chain_packages() -> None:
+    """The verifier's RLP, list-trie root and bloom give the chain package's bytes."""
+    import os
+    import random
+
+    import rlp
+
+    from node.chain.receipt import Log, bloom_of
+    from node.chain.trie import trie_root
+    from node.chain.types import Address, Hash32
+    from registry.audit.verify import _bloom, list_trie_root, rlp_encode
+
+    rng = random.Random(7)
+    for n in [*range(0, 40), 127, 128, 129, 300]:
+        items = [os.urandom(rng.choice([1, 2, 31, 32, 33, 200])) for _ in range(n)]
+        assert list_trie_root(items) == trie_root(items)
+    values: list[Any] = [
+        b"",
+        b"\x00",
+        b"\x7f",
+        b"\x80",
+        b"a" * 55,
+        b"a" * 56,
+        0,
+        1,
+        128,
+        2**70,
+        [],
+        [b"", [1, [b"x" * 70]]],
+    ]
+    for value in values:
+        assert rlp_encode(value) == rlp.encode(value)
+    logs = [
+        Log(
+            Address(os.urandom(20)),
+            tuple(Hash32(os.urandom(32)) for _ in range(rng.randrange(5))),
+            b"d",
+        )
+        for _ in range(20)
+    ]
+    assert _bloom([[lg.address, list(lg.topics), lg.data] for lg in logs]) == bloom_of(logs)
