@@ -168,6 +168,17 @@ class EvidenceRecord:
     validator_set_hash: str | None = None
     validator_set_source: str | None = None
 
+    @property
+    def position(self) -> str:
+        """Where in the protocol: the PBFT view, the DPoS slot, or the DPoS vote round
+        and phase (a CONFIRM's wire round is ``2r`` pre-confirm / ``2r+1`` confirm)."""
+        if self.engine == "pbft":
+            return f"view {self.round}"
+        if self.kind == "confirm":
+            r, phase = divmod(self.round, 2)
+            return f"round {r} {'confirm' if phase else 'pre-confirm'}"
+        return f"slot {self.round}"
+
     def messages(self, chain_id: int) -> list[MessageView]:
         """The two signed messages, decoded (empty for a record that does not decode)."""
         if self.evidence is None:
@@ -183,6 +194,7 @@ class EvidenceRecord:
             "kind": self.kind,
             "height": self.height,
             "round": self.round,
+            "position": self.position,
             "epoch": self.epoch,
             "verified": self.verified,
             "reason": self.reason,

@@ -162,6 +162,7 @@ def test_cli_lists_every_record_as_verified(scene: Scene) -> None:
     assert {r["id"] for r in listed} == _sent_ids(scene)
     for r in listed:
         assert r["verified"] is True and r["reason"] is None
+        assert r["position"] == f"view {r['round']}"
         assert len(r["messages"]) == 2 and len(r["sources"]) == 3
         first, second = r["messages"]
         assert (first["height"], first["round"], first["kind"]) == (
@@ -365,6 +366,7 @@ def test_dpos_equivocation_jails_the_delegate_through_the_election_contract(
     assert listed.exit_code == 0, (listed.stdout, listed.stderr)
     (record,) = json.loads(listed.stdout)
     assert (record["engine"], record["kind"], record["verified"]) == ("dpos", "confirm", True)
+    assert record["position"] == "round 0 confirm"
 
     auditor = next(a for a in net.layout.accounts if a.name == "auditor-0")
     jail = [

@@ -198,7 +198,7 @@ def _table(records: list[Any]) -> None:
     table = Table(title="Equivocation evidence")
     table.add_column("id", no_wrap=True)
     table.add_column("validator", no_wrap=True)
-    for column in ("engine", "kind", "height", "round", "epoch", "status"):
+    for column in ("engine", "kind", "height", "position", "epoch", "status"):
         table.add_column(column)
     table.add_column("digests")
     table.add_column("sources")
@@ -215,7 +215,7 @@ def _table(records: list[Any]) -> None:
             r.engine,
             r.kind,
             str(r.height),
-            str(r.round),
+            r.position,
             str(r.epoch),
             status,
             digests,
