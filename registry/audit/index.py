@@ -242,6 +242,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _topic_value(kind: str, topic: bytes) -> Any:
+    """An indexed static argument from its topic (eth_abi's rules, without its overhead)."""
+    if kind.startswith("uint"):
+        return int.from_bytes(topic, "big")
+    if kind == "address":
+        if any(topic[:12]):
+            raise ValueError("address topic with non-zero padding")
+        return _hex(topic[12:])
+    if kind == "bytes32":
+        return topic
+    (value,) = abi_decode([kind], topic)
+    return value
+
+
 def decode_log(address: bytes, topics: Sequence[bytes], data: bytes) -> DecodedEvent | None:
     """Decode a log of one of the predeployed contracts; None for anything else."""
     if not topics:
@@ -252,7 +266,7 @@ def decode_log(address: bytes, topics: Sequence[bytes], data: bytes) -> DecodedE
     try:
         args: dict[str, Any] = {}
         for (name, kind), topic in zip(abi.indexed, topics[1:], strict=True):
-            (args[name],) = abi_decode([kind], bytes(topic))
+            args[name] = _topic_value(kind, bytes(topic))
         values = abi_decode([k for _, k in abi.data], bytes(data))
         for (name, _), value in zip(abi.data, values, strict=True):
             args[name] = value
