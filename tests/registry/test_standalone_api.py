@@ -350,3 +350,27 @@ def test_bytes_a_miner_corrupts_never_complete_a_download_and_its_failures_are_5
     finally:
         api.stop()
         miner.stop()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--miner", "localhost:8545"], "expected an http(s):// URL"),
+        (["--miner", "http://127.0.0.1:1", "--listen", "8600"], "expected HOST:PORT"),
+        (["--miner", "http://127.0.0.1:1", "--listen", "h:99999"], "expected HOST:PORT"),
+        (["--miner", "http://127.0.0.1:1", "--tls-cert", "x.pem"], "--tls-cert and --tls-key"),
+        (["--miner", "http://127.0.0.1:1", "--ca-cert", "/nonexistent"], "not a readable file"),
+    ],
+)
+def test_api_serve_refuses_bad_options_with_exit_code_2(args: list[str], complaint: str) -> None:
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+
+    result = CliRunner().invoke(app, ["api", "serve", *args])
+    assert result.exit_code == 2
+    text = "".join(ch for ch in result.output if ch not in "│╭╮╰╯─")  # rich's box
+    assert complaint in " ".join(text.split())
