@@ -158,24 +158,36 @@ class RecordReader:
         that invariant); an explicit number does, and the record says it is revoked.
         """
         check_name(name, "model name")
-        if self.reader.model_versions(name) == 0:
-            raise NotFound(f"unknown model {name!r}")
+        # One contract call on the way to a version; whether the model exists at all is
+        # asked only to word a refusal (an unknown model is "unknown model" whatever ref).
         if ref == "latest":
             try:
                 return self.reader.latest(name)
             except NotFound:
+                self._known_model(name)
                 raise NotFound(f"model {name!r} has no live (non-revoked) version") from None
         number = _number(ref)
         if number is not None:
             version_id = self.reader.version_id(name, number) if number > 0 else 0
             if version_id == 0:
+                self._known_model(name)
                 raise NotFound(f"model {name!r} has no version {number}")
             return version_id
-        check_name(ref, "alias", _MAX_ALIAS)
+        try:
+            check_name(ref, "alias", _MAX_ALIAS)
+        except InvalidInput:
+            self._known_model(name)
+            raise
         version_id = self.reader.alias_of(name, ref)
         if version_id == 0:
+            self._known_model(name)
             raise NotFound(f"model {name!r} has no alias {ref!r}")
         return version_id
+
+    def _known_model(self, name: str) -> None:
+        """NotFound "unknown model" unless ``name`` has a version."""
+        if self.reader.model_versions(name) == 0:
+            raise NotFound(f"unknown model {name!r}")
 
     def model_summary(self, name: str) -> ModelSummary:
         """Version count, newest live version and aliases of ``name``."""
