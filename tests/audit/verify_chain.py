@@ -127,7 +127,9 @@ def build_chain(root: Path) -> BuiltChain:
         )
         proposal = membership.events.ProposalCreated().process_receipt(created)[0].args.proposal_id
         approved = _send(net, "admin-1", membership.functions.approve(proposal))
-        shrunk = approved.blockNumber // EPOCH + 2
+        # the set of epoch k is read from block (k-1)E: the first boundary at or after the
+        # approval block decides the next epoch
+        shrunk = -(-approved["blockNumber"] // EPOCH) + 1
         net.wait_height(shrunk * EPOCH + 1, [0, 1, 2], timeout=240)
         # a transaction certified by the shrunk (three-member) set
         late = publisher.set_alias("link-quality", "staging", version.version)
