@@ -16,9 +16,8 @@ from a temp prefix on a free port, and is stopped at the end.
 Rows (each the median of ``--repeat`` runs, cold client cache every time):
 
 - ``twinchain warm_start``: ``TwinClient.warm_start`` — resolve the version and read its
-  digest on chain (``eth_call``, in a worker thread) while ``GET
-  /v1/models/<name>/versions/<ref>/artifact`` streams into the cache with SHA-256 on the
-  way, then compare with the chain; what a twin does.
+  digest on chain (``eth_call``), stream ``GET /v1/blobs/<digest>`` into the cache,
+  SHA-256 while streaming, compare with the chain; what a twin does.
 - ``twinchain GET+sha256``: the same GET with the same client code (the SDK's
   ``stream_into``: httpx stream, SHA-256 and write each chunk as it arrives) without the
   chain look-ups.

@@ -23,11 +23,6 @@ tampered one is discarded and fetched again. After that the client trusts the fi
 its fingerprint ``(dev, inode, size, mtime, ctime)`` is the one it verified (kept in
 memory only: any write to the file moves its ctime, which no one can set back).
 
-Warm starts overlap the chain look-up with the transfer: the chain is read in a worker
-thread while the artifact streams from ``GET /v1/models/{name}/versions/{ref}/artifact``
-(the server's ETag says which digest it is sending). The bytes are accepted only if they
-hash to the digest the chain records for ``name@ref``; if the server sent anything else
-(say the alias moved meanwhile), they are dropped and the chain's digest is downloaded.
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -56,13 +50,7 @@ from node.errors import (
     TwinChainError,
     Unauthorized,
 )
-from registry.api.contract import (
-    ContractReverted,
-    RegistryReader,
-    VersionRecord,
-    encode_call,
-    revert_reason,
-)
+from registry.api.contract import ContractReverted, RegistryReader, encode_call, revert_reason
 from registry.fl import aggregate_bytes, encode_dense, encode_sparse, load_model
 
 __all__ = [
@@ -713,95 +701,20 @@ class TwinClient:
             return None
         return lambda done: progress(label, done, size)
 
-    def _on_chain(self, name: str, ref: str | int) -> VersionRecord:
-        return self.chain.version(self.resolve_version(name, ref))
-
     def warm_start(
         self, name: str, ref: str | int = "production", *, allow_revoked: bool = False
     ) -> Path:
         """The weights of ``name`` at ``ref``, downloaded once and verified against the
         digest the chain records (read with ``eth_call``, not from the server's headers).
 
-        The chain is read in a worker thread while the artifact streams (see the module
-        docstring); only bytes that hash to the chain's digest are ever accepted.
+        The chain is read first, then ``GET /v1/blobs/<digest>``. (Reading the chain in
+        a thread while the artifact streams was measured slower: the miner serialises
+        the EVM calls of both, and the client's threads contend for the GIL.)
         """
-        self._headers()  # sign in first, not from two threads at once
-        with ThreadPoolExecutor(1, thread_name_prefix="twinchain-chain") as pool:
-            on_chain = pool.submit(self._on_chain, name, ref)
-            speculative = self._artifact_download(name, ref, on_chain)
-            try:
-                record = on_chain.result()
-            except BaseException:
-                if speculative is not None:
-                    speculative[1].unlink(missing_ok=True)
-                raise
+        record = self.chain.version(self.resolve_version(name, ref))
         if record.status == 2 and not allow_revoked:
-            if speculative is not None:
-                speculative[1].unlink(missing_ok=True)
             raise Conflict(f"{name} v{record.version} is revoked: {record.status_reason}")
-        label = f"{name} v{record.version}"
-        if speculative is not None:
-            got, path = speculative
-            if got == record.digest:
-                final = self.cache_dir / "sha256" / got.hex
-                if path != final:
-                    self._install(path, final, got)
-                return final
-            path.unlink(missing_ok=True)
-            log.warning(
-                "the server sent %s for %s@%s, the chain says %s", got, name, ref, record.digest
-            )
-        return self.download(record.digest, record.size, label=label)
-
-    def _artifact_download(
-        self, name: str, ref: str | int, on_chain: Future[VersionRecord]
-    ) -> tuple[ArtifactDigest, Path] | None:
-        """Stream ``name@ref``'s artifact while the chain is read: (digest the bytes
-        hash to, where they are), or None to download by the chain's digest instead
-        (the server failed, sends something the chain does not record — the transfer
-        stops as soon as the chain has answered —, or resuming or the cache is better)."""
-        url = f"{self.url}/v1/models/{name}/versions/{ref}/artifact"
-        try:
-            with self._http.stream("GET", url, headers=self._headers()) as response:
-                etag = response.headers.get("etag", "").strip('"')
-                length = response.headers.get("content-length", "")
-                if response.status_code != 200 or not length.isdigit():
-                    return None
-                try:
-                    served = parse_digest(etag)
-                except InvalidInput:
-                    return None
-                size = int(length)
-                final = self._cached(served, size)
-                part = final.with_name(final.name + ".part")
-                if final.exists() or part.exists():
-                    return None  # cached (checked against the chain below), or resumable
-                temp = final.with_name(f"{final.name}.{os.getpid()}.spec")
-                h = hashlib.sha256()
-                report = self._progress(f"{name}@{ref}", size)
-
-                def watch(done: int) -> None:
-                    if on_chain.done() and not on_chain.exception():
-                        record = on_chain.result()
-                        if record.digest != served or record.status == 2:
-                            raise ArtifactMismatch(f"the chain records {record.digest}")
-                    if report is not None:
-                        report(done)
-
-                try:
-                    with temp.open("wb") as out:
-                        stream_into(response, out, h, limit=size, progress=watch)
-                except BaseException:
-                    temp.unlink(missing_ok=True)
-                    raise
-        except (httpx.HTTPError, ArtifactMismatch, OSError) as exc:
-            log.info("speculative download of %s@%s failed (%s); by digest instead", name, ref, exc)
-            return None
-        got = ArtifactDigest(h.digest())
-        if got != served or temp.stat().st_size != size:
-            temp.unlink(missing_ok=True)
-            return None
-        return got, temp
+        return self.download(record.digest, record.size, label=f"{name} v{record.version}")
 
     def pull_dataset(self, name: str, ref: str | int = "latest") -> Path:
         """A dataset file, verified against the digest the chain records."""
