@@ -4,7 +4,7 @@ serving the same file on loopback in the same run, and the time to a cached warm
 Prints figures and the machine they ran on; never a test.
 
     python bench/download.py                    # 10, 100 and 1000 MB
-    python bench/download.py --sizes 10,100 --repeat 3
+    python bench/download.py --sizes 10,100 --repeat 9
 
 Setup: a one-miner PBFT network (real process, ``tests/network/harness.py``) on
 loopback; for each size a publisher registers random bytes as a model through the API.
@@ -13,7 +13,9 @@ serves from its own blob store the same way, so one miner is the honest unit. ng
 (``sendfile on``, one worker, ``daemon off``) serves the very file that was uploaded,
 from a temp prefix on a free port, and is stopped at the end.
 
-Rows (each the median of ``--repeat`` runs, cold client cache every time):
+Rows (each the median of ``--repeat`` interleaved rounds — every round runs each row
+once, so load from other work falls on all rows alike; cold client cache for the
+transfer rows):
 
 - ``twinchain warm_start``: ``TwinClient.warm_start`` — resolve the version and read its
   digest on chain (``eth_call``), stream ``GET /v1/blobs/<digest>`` into the cache,
@@ -166,22 +168,27 @@ def curl(url: str, headers: dict[str, str]) -> None:
     subprocess.run([*args, url], check=True)
 
 
-def timed(fn: Callable[[], object], repeat: int, before: Callable[[], None] | None = None) -> float:
-    """Median seconds of ``fn`` over ``repeat`` runs (``before`` untimed, each run)."""
-    times = []
+def interleaved(
+    plan: list[tuple[str, Callable[[], object], Callable[[], None] | None]], repeat: int
+) -> list[tuple[str, float]]:
+    """Median seconds of each ``(label, fn, before)`` over ``repeat`` rounds; each round
+    runs every row once, in order, so that load from other work on the machine falls on
+    all rows alike (``before`` is untimed)."""
+    times: dict[str, list[float]] = {label: [] for label, _, _ in plan}
     for _ in range(repeat):
-        if before is not None:
-            before()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for label, fn, before in plan:
+            if before is not None:
+                before()
+            t0 = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - t0)
+    return [(label, statistics.median(ts)) for label, ts in times.items()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000", help="artifact sizes in MB (10^6)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -242,9 +249,14 @@ def main() -> None:
                         assert get_sha256(http, url, tmp / "out.bin", hdr) == want
 
                     warm()  # warm the OS page cache on both sides, equally
-                    measured = [
-                        ("twinchain warm_start", timed(warm, args.repeat, clear)),
-                        ("twinchain GET+sha256", timed(api, args.repeat)),
+
+                    def fresh(name: str = name, cache: Path = cache) -> None:
+                        with TwinClient.from_key(net.url(0), key, cache_dir=cache) as again:
+                            again.warm_start(name, "latest")
+
+                    plan: list[tuple[str, Callable[[], object], Callable[[], None] | None]] = [
+                        ("twinchain warm_start", warm, clear),
+                        ("twinchain GET+sha256", api, None),
                     ]
                     if nginx is not None:
                         ngx_url = nginx.url(f"/{source.name}")
@@ -252,32 +264,23 @@ def main() -> None:
                         def ngx(url: str = ngx_url, want: str = want) -> None:
                             assert get_sha256(http, url, tmp / "out.bin", {}) == want
 
-                        measured.append(("nginx GET+sha256", timed(ngx, args.repeat)))
+                        plan.append(("nginx GET+sha256", ngx, None))
                     if have_curl:
-                        measured.append(
-                            (
-                                "twinchain curl",
-                                timed(lambda u=blob_url, a=auth: curl(u, a), args.repeat),
-                            )
-                        )
+
+                        def api_curl(url: str = blob_url, hdr: dict[str, str] = auth) -> None:
+                            curl(url, hdr)
+
+                        plan.append(("twinchain curl", api_curl, None))
                         if nginx is not None:
-                            measured.append(
-                                (
-                                    "nginx curl",
-                                    timed(
-                                        lambda u=nginx.url(f"/{source.name}"): curl(u, {}),
-                                        args.repeat,
-                                    ),
-                                )
-                            )
-                    warm()
-                    measured.append(("cached warm_start", timed(warm, args.repeat)))
 
-                    def fresh(name: str = name, cache: Path = cache) -> None:
-                        with TwinClient.from_key(net.url(0), key, cache_dir=cache) as again:
-                            again.warm_start(name, "latest")
+                            def ngx_curl(url: str = nginx.url(f"/{source.name}")) -> None:
+                                curl(url, {})
 
-                    measured.append(("cached, new client", timed(fresh, args.repeat)))
+                            plan.append(("nginx curl", ngx_curl, None))
+                    # the first row of each round left the file in the cache
+                    plan.append(("cached warm_start", warm, None))
+                    plan.append(("cached, new client", fresh, None))
+                    measured = interleaved(plan, args.repeat)
                     for label, seconds in measured:
                         rows.append((size_mb, label, seconds))
                     (tmp / "out.bin").unlink(missing_ok=True)
