@@ -254,9 +254,12 @@ def main() -> None:
                         with TwinClient.from_key(net.url(0), key, cache_dir=cache) as again:
                             again.warm_start(name, "latest")
 
+                    def fresh_out() -> None:  # every row writes a new file, like the SDK
+                        (tmp / "out.bin").unlink(missing_ok=True)
+
                     plan: list[tuple[str, Callable[[], object], Callable[[], None] | None]] = [
                         ("twinchain warm_start", warm, clear),
-                        ("twinchain GET+sha256", api, None),
+                        ("twinchain GET+sha256", api, fresh_out),
                     ]
                     if nginx is not None:
                         ngx_url = nginx.url(f"/{source.name}")
@@ -264,7 +267,7 @@ def main() -> None:
                         def ngx(url: str = ngx_url, want: str = want) -> None:
                             assert get_sha256(http, url, tmp / "out.bin", {}) == want
 
-                        plan.append(("nginx GET+sha256", ngx, None))
+                        plan.append(("nginx GET+sha256", ngx, fresh_out))
                     if have_curl:
 
                         def api_curl(url: str = blob_url, hdr: dict[str, str] = auth) -> None:
