@@ -112,6 +112,9 @@ def serve(
             ssl_certfile=str(tls_cert) if tls_cert is not None else None,
             ssl_keyfile=str(tls_key) if tls_key is not None else None,
         )
-    except (OSError, SystemExit) as exc:
+    except OSError as exc:
         console.print(f"[red]error:[/red] cannot serve on {listen}: {exc}")
+        raise typer.Exit(1) from exc
+    except SystemExit as exc:  # uvicorn reports why (address in use...) and exits
+        console.print(f"[red]error:[/red] cannot serve on {listen} (see above)")
         raise typer.Exit(1) from exc
