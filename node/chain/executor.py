@@ -31,6 +31,7 @@ gas) makes a received block invalid, and is skipped when building.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeGuard
@@ -101,6 +102,11 @@ class ExecutionResult:
         return self.block.header
 
 
+#: Memoised read-only call results (see :meth:`Executor.simulate`).
+_MEMO_ENTRIES: Final = 4096
+_MEMO_MAX_OUTPUT: Final = 64 * 1024
+
+
 @dataclass(frozen=True)
 class CallResult:
     """Outcome of a read-only call."""
@@ -148,6 +154,8 @@ class Executor:
         self._pending_nodes: dict[bytes, bytes] = {}
         self._node_cache: dict[bytes, bytes] = {}
         self._lock = threading.RLock()
+        self._calls: OrderedDict[tuple[object, ...], CallResult] = OrderedDict()
+        self._calls_lock = threading.Lock()
 
     # ------------------------------------------------------------ building / validating
 
@@ -441,8 +449,8 @@ class Executor:
 
     # ------------------------------------------------------------ reads
 
-    def _read_state(self, at: Header | Hash32 | None) -> StateAPI:
-        head = self.store.head()
+    def _read_state(self, at: Header | Hash32 | None, head: Header | None = None) -> StateAPI:
+        head = self.store.head() if head is None else head
         base = head if at is None else at
         if isinstance(base, Header):
             context, root = base, base.state_root
@@ -474,9 +482,45 @@ class Executor:
         """Run a message as a zero-price transaction from ``sender`` and discard the
         changes. ``to=None`` simulates a contract creation. ``at`` is a header or a
         state root (default: the head). Raises InvalidInput if the transaction itself
-        is not valid (e.g. ``value`` above the sender's balance)."""
-        state = self._read_state(at)
-        return self._simulate(state, to, data, sender, value, gas or self.gas_limit)
+        is not valid (e.g. ``value`` above the sender's balance).
+
+        Results are memoised per (block context, state root, message): execution is a
+        pure function of them, so a burst of identical reads at one head (twins warm-
+        starting the same model) executes once.
+        """
+        head = self.store.head()  # one head for the key and the state (commits race reads)
+        key = self._call_key(head, at, to, data, sender, value, gas or self.gas_limit)
+        with self._calls_lock:
+            cached = self._calls.get(key)
+            if cached is not None:
+                self._calls.move_to_end(key)
+                return cached
+        state = self._read_state(at, head)
+        result = self._simulate(state, to, data, sender, value, gas or self.gas_limit)
+        if len(result.output) <= _MEMO_MAX_OUTPUT:
+            with self._calls_lock:
+                self._calls[key] = result
+                if len(self._calls) > _MEMO_ENTRIES:
+                    self._calls.popitem(last=False)
+        return result
+
+    @staticmethod
+    def _call_key(
+        head: Header,
+        at: Header | Hash32 | None,
+        to: Address | None,
+        data: bytes,
+        sender: Address,
+        value: int,
+        gas: int,
+    ) -> tuple[object, ...]:
+        if isinstance(at, Header):
+            context: bytes = at.hash()
+            root: bytes = at.state_root
+        else:
+            context = head.hash()
+            root = head.state_root if at is None else bytes(at)
+        return (context, root, to, bytes(data), sender, value, gas)
 
     def _simulate(
         self,
