@@ -300,6 +300,24 @@ def build(params: Params, directory: Path, say: Callable[[str], None]) -> Built:
     )
 
 
+def existing(directory: Path) -> Built:
+    """A chain directory as it stands now (``genesis.json``, ``data/chain.db``)."""
+    uri = f"file:{(directory / 'data' / 'chain.db').resolve()}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as conn:
+        head = int(conn.execute("SELECT MAX(height) FROM blocks").fetchone()[0])
+        busy = conn.execute("SELECT MAX(height) FROM blocks WHERE tx_count > 0").fetchone()[0]
+        count = int(conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+    return Built(
+        directory,
+        directory / "genesis.json",
+        directory / "data",
+        int(busy or 0),
+        head,
+        count,
+        0.0,
+    )
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -368,9 +386,10 @@ def measure_index(built: Built, params: Params, samples: int, workdir: Path) -> 
     data = MinerData.open(built.data_dir, built.genesis_path)
     index = AuditIndex(data.chain_db, data.genesis, workdir / "index.db")
     try:
-        rebuild_s, rebuild_cpu = _timed(index.rebuild, 1)
+        rebuild_s, rebuild_cpu = _timed(lambda: index.rebuild(to_height=built.head), 1)
         queries = AuditQueries(index)
         counts = index.query("SELECT COUNT(*) FROM versions")[0][0]
+        updates = index.query("SELECT COUNT(*) FROM updates")[0][0]
         rng = random.Random(7)
         models = [f"model-{m:03d}" for m in range(params.models)]
         per_model = {
@@ -395,6 +414,7 @@ def measure_index(built: Built, params: Params, samples: int, workdir: Path) -> 
             latest.append((time.perf_counter() - start) * 1000)
         return {
             "indexed_versions": counts,
+            "indexed_updates": updates,
             "rebuild_seconds": rebuild_s,
             "rebuild_cpu_seconds": rebuild_cpu,
             "lineage_ms": _percentiles(lineage_ms),
@@ -419,6 +439,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=None, help="where built chains are kept")
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached chain")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument(
+        "--measure-dir",
+        type=Path,
+        default=None,
+        help="measure an existing chain directory as it stands (even one still being built)",
+    )
     args = parser.parse_args(argv)
     small = args.small
     twins = 20 if small else 100
@@ -445,7 +471,11 @@ def main(argv: list[str] | None = None) -> None:
         f"SQLite {sqlite3.sqlite_version}; load average {os.getloadavg()[0]:.1f}"
     )
     say(f"params: {asdict(params)}")
-    built = build(params, directory, say)
+    if args.measure_dir is not None:
+        directory = args.measure_dir
+        built = existing(directory)
+    else:
+        built = build(params, directory, say)
     say(
         f"chain: {built.head + 1:,} blocks ({built.workload_head:,} registry blocks, "
         f"{built.head - built.workload_head:,} heartbeats), {built.transactions:,} transactions, "
@@ -478,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     say(
         f"index rebuild 0..{built.head}: {r['rebuild_seconds']:.1f} s "
         f"({r['rebuild_cpu_seconds']:.1f} CPU-s) "
-        f"({r['indexed_versions']:,} versions indexed)"
+        f"({r['indexed_versions']:,} versions, {r['indexed_updates']:,} updates indexed)"
     )
     for name in ("lineage_ms", "lineage_latest_ms", "history_ms"):
         p = r[name]
