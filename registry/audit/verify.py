@@ -298,9 +298,74 @@ class ChainReader:
 # ---------------------------------------------------------------- checks shared with bundles
 
 
-def _decode_certificate(seal: bytes, height: int) -> tuple[int, int, int, int, bytes, list[Any]]:
+_Certificate = tuple[int, int, int, int, bytes, list[tuple[bytes, bytes]]]
+
+#: RLP of one ``[signer(20), signature(65)]`` pair: list of 88 payload bytes, a 20-byte
+#: string, then a 65-byte string — 90 bytes, the only canonical encoding of such a pair.
+_PAIR_HEAD: Final = b"\xf8\x58\x94"
+_SIG_HEAD: Final = b"\xb8\x41"
+_PAIR_LEN: Final = 90
+
+
+def _list_payload(data: bytes, pos: int) -> tuple[int, int] | None:
+    """``(payload start, payload length)`` of the canonical RLP list at ``pos``, or None."""
+    b = data[pos]
+    if 0xC0 <= b <= 0xF7:
+        return pos + 1, b - 0xC0
+    if b == 0xF8 and data[pos + 1] >= 56:
+        return pos + 2, data[pos + 1]
+    if b == 0xF9 and data[pos + 1]:
+        return pos + 3, (data[pos + 1] << 8) | data[pos + 2]
+    return None
+
+
+def _fast_certificate(seal: bytes) -> _Certificate | None:
+    """Slice-based decoding of a certificate in its usual canonical shape (short
+    integers, a 32-byte hash, 90-byte signer pairs), with no intermediate objects. None
+    for anything else: the caller then decodes with ``rlp`` (which gives the precise
+    error). Whatever this accepts, ``rlp.decode(strict=True)`` decodes to the same values."""
+    try:
+        outer = _list_payload(seal, 0)
+        if outer is None or outer[0] + outer[1] != len(seal):
+            return None
+        pos = outer[0]
+        ints: list[int] = []
+        for _ in range(4):
+            b = seal[pos]
+            if b < 0x80:
+                ints.append(b)
+                pos += 1
+                continue
+            size = b - 0x80
+            if size > 8 or (size == 1 and seal[pos + 1] < 0x80):
+                return None
+            end = pos + 1 + size
+            if end > len(seal):
+                return None
+            ints.append(int.from_bytes(seal[pos + 1 : end], "big"))
+            pos = end
+        if seal[pos] != 0xA0:
+            return None
+        block_hash = seal[pos + 1 : pos + 33]
+        inner = _list_payload(seal, pos + 33)
+        if inner is None or inner[0] + inner[1] != len(seal) or inner[1] % _PAIR_LEN:
+            return None
+        pairs: list[tuple[bytes, bytes]] = []
+        for at in range(inner[0], len(seal), _PAIR_LEN):
+            if seal[at : at + 3] != _PAIR_HEAD or seal[at + 23 : at + 25] != _SIG_HEAD:
+                return None
+            pairs.append((seal[at + 3 : at + 23], seal[at + 25 : at + _PAIR_LEN]))
+    except IndexError:
+        return None
+    return ints[0], ints[1], ints[2], ints[3], block_hash, pairs
+
+
+def _decode_certificate(seal: bytes, height: int) -> _Certificate:
     """The seal's ``[engine, kind, height, round, block_hash, [[signer, signature]...]]``
     (the same acceptance as ``CommitCertificate.decode``, without building objects)."""
+    fast = _fast_certificate(seal)
+    if fast is not None:
+        return fast
     try:
         engine, kind, cert_height, round_, block_hash, sigs = rlp.decode(seal, strict=True)
         pairs = [(bytes(a), bytes(b)) for a, b in sigs]
@@ -454,8 +519,15 @@ def check_boundary(
     return header
 
 
-def check_header_fields(header: Header, height: int, genesis: Genesis, vset: ValidatorSet) -> None:
-    """Height, chain id, epoch and validator-set hash of a header at ``height``."""
+def check_header_fields(
+    header: Header,
+    height: int,
+    genesis: Genesis,
+    vset: ValidatorSet,
+    set_hash: bytes | None = None,
+) -> None:
+    """Height, chain id, epoch and validator-set hash of a header at ``height``
+    (``set_hash``: ``vset.hash()`` when the caller already has it)."""
     if header.height != height:
         raise VerificationFailed(height, "height", f"header says height {header.height}")
     if header.chain_id != genesis.chain_id:
@@ -465,12 +537,14 @@ def check_header_fields(header: Header, height: int, genesis: Genesis, vset: Val
     epoch = height // genesis.consensus.epoch_length
     if header.epoch != epoch:
         raise VerificationFailed(height, "epoch", f"epoch {header.epoch}, expected {epoch}")
-    if header.validator_set_hash != vset.hash():
+    if set_hash is None:
+        set_hash = vset.hash()
+    if header.validator_set_hash != set_hash:
         raise VerificationFailed(
             height,
             "validator_set_hash",
             f"validator_set_hash mismatch (header 0x{header.validator_set_hash.hex()} "
-            f"epoch {epoch}'s set 0x{vset.hash().hex()})",
+            f"epoch {epoch}'s set 0x{set_hash.hex()})",
         )
 
 
@@ -614,6 +688,8 @@ class _Verifier:
         self.sets.setdefault(1, genesis_set(genesis, 1))
         self.genesis_header = genesis_header(genesis)
         self.reexec: _Reexecutor | None = None
+        #: Epoch -> its set's hash, computed once per epoch (every header commits to it).
+        self.set_hashes: dict[int, bytes] = {}
 
     def vset(self, epoch: int, height: int) -> ValidatorSet:
         found = self.sets.get(epoch)
@@ -642,13 +718,15 @@ class _Verifier:
         self.sets[epoch] = next_set(epoch, members, self.vset(epoch - 1, height), height)
 
     def follow_sets_below(self, reader: ChainReader, below: int) -> None:
-        """Derive the sets needed from genesis up to height ``below`` (light-client
-        checks of each boundary block under the range)."""
-        target_epoch = below // self.epoch_length
-        for epoch in range(2, target_epoch + 1):
+        """Derive the sets needed from genesis up to height ``below``: every boundary
+        block under it (light-client checks), including the one just below a range that
+        starts inside an epoch — it carries the next epoch's set (epoch k's set is read
+        from the state of block ``(k-1)E``)."""
+        if below <= 0:
+            return
+        last_epoch = (below - 1) // self.epoch_length + 1
+        for epoch in range(2, last_epoch + 1):
             height = (epoch - 1) * self.epoch_length
-            if height >= below:
-                break
             row = reader.block_row(height)
             if row is None:
                 raise VerificationFailed(height, "header", "boundary block is missing")
@@ -702,8 +780,12 @@ class _Verifier:
             if block.seal or block.tx_count or block.txs:
                 raise VerificationFailed(0, "genesis", "block 0 carries a seal or transactions")
             return header
-        vset = self.vset(h // self.epoch_length, h)
-        check_header_fields(header, h, self.genesis, vset)
+        epoch = h // self.epoch_length
+        vset = self.vset(epoch, h)
+        set_hash = self.set_hashes.get(epoch)
+        if set_hash is None:
+            set_hash = self.set_hashes[epoch] = vset.hash()
+        check_header_fields(header, h, self.genesis, vset, set_hash)
         if prev is not None and header.parent_hash != prev:
             raise VerificationFailed(
                 h,

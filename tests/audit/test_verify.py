@@ -79,6 +79,47 @@ def test_a_range_above_genesis_verifies_with_sets_followed_from_genesis(chain: B
     assert chain.removed not in report.epochs[chain.shrunk_epoch]
 
 
+def test_a_range_starting_or_ending_anywhere_in_an_epoch_verifies(
+    chain: BuiltChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set of epoch k is read from the state at block (k-1)E: a range starting in
+    the middle of an epoch, or just after a boundary, derives the next epoch's set from
+    the boundary block below it; any last height (a boundary, just before or after one)
+    works too, serially and in several processes."""
+    import registry.audit.verify as verify_module
+
+    shrunk = chain.shrunk_epoch
+    before, boundary = (shrunk - 1) * EPOCH, shrunk * EPOCH
+    ranges = [
+        (before + 2, chain.head),  # middle of the epoch before the change
+        (before + 1, chain.head),  # just after a boundary
+        (before + 2, boundary - 1),  # ends just before a boundary
+        (before + 2, boundary),  # ends on a boundary
+        (before + 1, boundary + 1),  # ends just after a boundary
+        (boundary + 1, boundary + 1),  # one block just after a boundary
+        (boundary, boundary),  # the boundary block alone
+        (before + 3, before + 3),  # one block in the middle of an epoch
+    ]
+    for first, last in ranges:
+        report = _verify(chain, chain.data_dirs[0], from_height=first, to_height=last)
+        assert report.ok, (first, last, report.failure)
+        assert report.checked == last - first + 1
+        assert report.signatures >= 2 * report.checked
+        if last >= boundary:
+            assert chain.removed not in report.epochs[shrunk]
+            assert len(report.epochs[shrunk]) == 3
+    monkeypatch.setattr(verify_module, "PARALLEL_CHUNK", 2)  # several chunks, mid-epoch starts
+    for first, last in ranges[:2]:
+        serial = _verify(chain, chain.data_dirs[0], from_height=first, to_height=last)
+        parallel = _verify(chain, chain.data_dirs[0], from_height=first, to_height=last, jobs=2)
+        assert parallel.ok, (first, last, parallel.failure)
+        assert (parallel.checked, parallel.signatures, parallel.epochs) == (
+            serial.checked,
+            serial.signatures,
+            serial.epochs,
+        )
+
+
 def test_flipped_header_byte_fails_at_its_height(chain: BuiltChain, tmp_path: Path) -> None:
     data = copy_miner(chain, tmp_path / "copy")
     height = _height_of(data / "chain.db", chain.model_tx)
@@ -326,3 +367,46 @@ def test_fast_encoders_match_the_chain_packages() -> None:
         for _ in range(20)
     ]
     assert _bloom([[lg.address, list(lg.topics), lg.data] for lg in logs]) == bloom_of(logs)
+
+
+def test_fast_certificate_decoding_accepts_only_what_rlp_decodes_the_same(
+    chain: BuiltChain,
+) -> None:
+    """The slice-based certificate decoder agrees with ``rlp.decode(strict=True)`` on
+    every stored seal and on seals with random bytes changed: whatever it accepts, rlp
+    decodes to the same values (anything else falls back to rlp and its error)."""
+    import random
+
+    import rlp
+
+    from registry.audit.verify import _decode_certificate, _fast_certificate
+
+    def by_rlp(seal: bytes) -> object:
+        try:
+            *ints, block_hash, sigs = rlp.decode(seal, strict=True)
+            pairs = [(bytes(a), bytes(b)) for a, b in sigs]
+        except (rlp.exceptions.RLPException, ValueError, TypeError):
+            return None
+        return (*(int.from_bytes(x, "big") for x in ints), block_hash, pairs)
+
+    with sqlite3.connect(chain.data_dirs[0] / "chain.db") as conn:
+        seals = [bytes(r[0]) for r in conn.execute("SELECT seal FROM blocks WHERE height > 0")]
+    for height, seal in enumerate(seals, start=1):
+        assert _fast_certificate(seal) == by_rlp(seal) == _decode_certificate(seal, height)
+    rng = random.Random(11)
+    accepted = 0
+    for _ in range(3000):
+        forged = bytearray(rng.choice(seals))
+        for _ in range(rng.randint(1, 2)):
+            forged[rng.randrange(len(forged))] = rng.randrange(256)
+        fast = _fast_certificate(bytes(forged))
+        if fast is not None:
+            accepted += 1
+            assert fast == by_rlp(bytes(forged)), bytes(forged).hex()
+    assert accepted > 0
+    empty = rlp.encode([1, 3, 9, 0, b"\x11" * 32, []])
+    assert _fast_certificate(empty) == by_rlp(empty) == (1, 3, 9, 0, b"\x11" * 32, [])
+    long_form = b"\xb8\x01\x05"  # non-canonical: a short string in long form
+    payload = long_form + bytes(empty[2:])
+    padded = b"\xf8" + bytes([len(payload)]) + payload  # and a short list in long form
+    assert _fast_certificate(padded) is None and by_rlp(padded) is None
