@@ -57,18 +57,19 @@ the same ``Ready``; a replica restarted with it never signs a second digest for 
 
 *Votes lost.* A replica started without hard state but with committed blocks (or, at
 genesis, one that learns that its peers are past height 1) is *amnesiac*: it may have
-voted in any view its peers have installed. It signs no PRE-PREPARE, PREPARE or COMMIT;
-it follows the chain by commit certificates, checkpoints and catch-up, and marks its
-VIEW-CHANGEs amnesiac. It votes again from the first view installed by a NEW-VIEW that
-carries one of those marked VIEW-CHANGEs: that NEW-VIEW was built after the restart, and a
-replica votes in a view only after its NEW-VIEW, so (an honest primary builds one NEW-VIEW
-per view) it voted in that view in no earlier incarnation. In a later view it may meet
-again it votes after that view's NEW-VIEW, on the single PRE-PREPARE an honest primary
-signs per slot, so it can only repeat a digest, never contradict one. New primaries put
-amnesiac VIEW-CHANGEs into their quorum first; an amnesiac replica never builds a NEW-VIEW
-itself (it may have built one for that very view before, with other re-proposals). What
-remains is a Byzantine primary equivocating towards an amnesiac replica, and that primary
-leaves evidence.
+signed anything at the height it was deciding when it lost its state. A replica signs
+PREPAREs, COMMITs and its own proposals only at its pending height (above its committed
+one), and the host stores a committed block before it sends anything signed
+after it; so every lost signature is at or below the stored tip + 1. That height becomes
+the replica's vote floor (persisted; it never signs at or below it), and until the others
+commit it the replica is passive: no PRE-PREPARE, PREPARE, COMMIT or NEW-VIEW; it follows
+the chain by commit certificates, checkpoints and catch-up and marks its VIEW-CHANGEs
+amnesiac (new primaries put those into their quorum first). Once it commits that height
+it is an ordinary replica again. An earlier rule re-enabled voting at the first view
+whose NEW-VIEW carried one of its amnesiac VIEW-CHANGEs; the long soak found the hole
+(run 4234: a Byzantine primary built a second NEW-VIEW for a view the replica had voted in
+before its crash, and it prepared a different block there). The price of the height rule:
+an amnesiac replica counts against ``f`` until its tip + 1 is committed without it.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class PbftEngine(ViewChangeRules):
                 break
             self._commit(nxt.height, nxt.block_hash, nxt.payload, nxt.certificate, True)
             if self._fresh:  # peers committed blocks we never saw: we may have voted
-                self._fresh, self._amnesiac = False, True
+                self._become_amnesiac()
         self._drive()
 
     def set_validators(self, validators: ValidatorSet, start_height: int) -> None:

@@ -103,8 +103,10 @@ class PbftState:
         self._last_certificate: CommitCertificate | None = None  # of our highest block
         self._new_view_built = 0
         self._vc_attempt = 0
-        self._amnesiac = hard_state is None and committed_height > 0
+        self._amnesiac = False
         self._fresh = hard_state is None and committed_height == 0
+        if hard_state is None and committed_height > 0:
+            self._become_amnesiac()
         self._nv_message: SignedMessage | None = None
         self._nv_plan: dict[int, Hash32 | None] = {}
         self._timer = 0
@@ -227,7 +229,19 @@ class PbftState:
         if not self._fresh or msg.signer == self._me:
             return
         if msg.height > (1 if msg.kind in SEQUENCE_KINDS else 0):
-            self._fresh, self._amnesiac, self._dirty = False, True, True
+            self._become_amnesiac()
+
+    def _become_amnesiac(self) -> None:
+        """We may have voted before our hard state was lost: see the votes-lost rule.
+
+        Votes were only ever signed at the pending height, and the host stores a committed
+        block before it sends anything signed after it; so every vote we may have lost is at
+        or below the stored tip + 1. That height is closed to us for good (the floor,
+        persisted). We stay passive (no votes, proposals or NEW-VIEWs) until the others
+        commit it; above it we cannot contradict a vote of an earlier incarnation.
+        """
+        self._fresh, self._amnesiac, self._dirty = False, True, True
+        self._floor = max(self._floor, self._committed_height + 1)
 
     def _observe(self, msg: SignedMessage) -> None:
         ev = self._detector.observe(msg)
@@ -290,6 +304,8 @@ class PbftState:
         self._last_certificate = cert
         self._hashes[h] = digest
         self._outbox.committed.append(CommittedBlock(h, digest, payload, cert))
+        if self._amnesiac and h >= self._floor:
+            self._amnesiac = False  # past every height a lost vote can be at
         self._floor = max(self._floor, h)
         self._votes = {k: d for k, d in self._votes.items() if k[1] > self._floor}
         self._timer, self._consecutive, self._proposal_asked = 0, 0, None

@@ -255,8 +255,6 @@ class ViewChangeRules(PbftState):
         self._nv_plan = {h: (c.digest if c is not None else None) for h, c in plan.entries}
         self._vcs.prune_through(t)
         self._dirty = True
-        if self._amnesiac and any(vc.signer == self._me and vc.body.amnesiac for vc in vcs):
-            self._amnesiac = False  # this view began after our restart: safe to vote
         for vc in vcs:
             self._learn_from(vc)
         for pp in pps:

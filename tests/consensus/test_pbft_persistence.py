@@ -1,6 +1,6 @@
 """PBFT persistence contract: votes and view are persisted before they are sent, a replica
 restarted with its hard state never double-signs, and one restarted without it (votes
-lost) stays passive until a view it provably never voted in."""
+lost) never votes at its stored tip + 1, the only height a lost vote can be at."""
 
 from __future__ import annotations
 
@@ -77,29 +77,29 @@ def test_restarted_replica_that_lost_its_votes_does_not_double_sign() -> None:
     y = make_block(2, c.replicas[1].chain[0].block_hash, b"y")
     engine.step(sign(c.signers[0], Kind.PRE_PREPARE, 2, 0, block_hash(y), y))
     c.pump()
-    assert _votes_from(c, 1, mark) == []  # passive: it may have voted in view 0
+    assert _votes_from(c, 1, mark) == []  # passive: it may have voted at height 2
     c.intercept = None
-    c.down.add(0)  # the equivocating primary goes; view 1's primary is replica 1 itself,
-    # which must not build a NEW-VIEW while amnesiac; view 2's primary takes over
-    c.stop_at = 4
-    c.run_until(lambda: min(c.heights()[1:]) >= 4, max_ticks=2000)
-    assert not engine.amnesiac and engine.view >= 2
-    assert all(m.round >= 2 for m in _votes_from(c, 1, mark))
-    assert _votes_from(c, 1, mark)  # and it votes again
+    c.stop_at = 5
+    c.run_until(lambda: min(c.heights()) >= 5, max_ticks=2000)
+    assert not engine.amnesiac  # the others committed height 2 without it
+    assert all(m.height >= 3 for m in _votes_from(c, 1, mark))
+    assert _votes_from(c, 1, mark)  # and above it, it votes again
     _no_double_signing(c)
     c.assert_agreement()
 
 
-def test_amnesiac_replica_follows_the_chain_without_voting() -> None:
+def test_amnesiac_replica_never_votes_at_its_tip_plus_one_then_votes_again() -> None:
     c = Cluster(4)
     c.stop_at = 2
     c.pump()
-    engine = c.restart(3, keep_hard_state=False)
+    engine = c.restart(3, keep_hard_state=False)  # stored tip 2: it may have voted at 3
+    assert engine.amnesiac
     mark = len(c.replicas[3].sent)
-    c.stop_at = 5
+    c.stop_at = 6
     c.pump()
-    assert c.heights() == [5, 5, 5, 5] and engine.amnesiac
-    assert _votes_from(c, 3, mark) == []
+    assert c.heights() == [6, 6, 6, 6] and not engine.amnesiac
+    votes = _votes_from(c, 3, mark)
+    assert votes and all(m.height >= 4 for m in votes)
     c.assert_agreement()
 
 
@@ -111,10 +111,14 @@ def test_fresh_replica_at_genesis_turns_amnesiac_when_peers_are_ahead() -> None:
     c.down.discard(3)
     engine = c.restart(3, keep_hard_state=False)  # committed height 0, no hard state
     assert not engine.amnesiac  # could be a brand-new network
+    mark = len(c.replicas[3].sent)
+    ahead = next(m for m in c.replicas[1].sent if m.height == 3 and m.kind == Kind.COMMIT)
+    engine.step(ahead)
+    assert engine.amnesiac  # peers vote above height 1: it may have voted at height 1
     c.stop_at = 5
     c.pump()
-    assert engine.amnesiac  # peers vote above height 1: it may have voted before
-    assert c.heights()[3] == 5
+    assert c.heights()[3] == 5 and not engine.amnesiac
+    assert all(m.height >= 2 for m in _votes_from(c, 3, mark))
     c.assert_agreement()
 
 

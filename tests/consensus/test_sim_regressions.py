@@ -38,9 +38,31 @@ _COMMITTED_AHEAD = [
     ("pbft", 7, 39, {**_SUITE, "byzantine": 2}, None),
 ]
 
+#: Found by the long soak at b8b52a9 (run 4234 of the matrix), fixed by the commit that
+#: added this entry: a replica restarted with its hard state lost (tip 6, it had prepared
+#: at height 7 in view 3) was re-enabled by a NEW-VIEW for view 3 that carried its amnesiac
+#: VIEW-CHANGE — a second NEW-VIEW for that view from a Byzantine primary — and prepared a
+#: different block at (7, 3). An amnesiac replica now never votes at or below its stored
+#: tip + 1, where every lost vote must lie.
+_AMNESIAC_REENABLED = [
+    (
+        "pbft",
+        10,
+        4234,
+        {
+            "byzantine": 2,
+            "scenario": "lost-votes",
+            "fault_ticks": 120,
+            "tail_ticks": 40,
+            "partitions": 2,
+        },
+        None,
+    ),
+]
+
 #: Entries with a reason (last field) are known, unfixed engine bugs: they run as
 #: ``xfail(strict=False)`` and the seed sweeps leave those seeds to this file.
-REGRESSIONS: list[Regression] = [*_SPLIT_VIEWS, *_COMMITTED_AHEAD]
+REGRESSIONS: list[Regression] = [*_SPLIT_VIEWS, *_COMMITTED_AHEAD, *_AMNESIAC_REENABLED]
 
 
 def known_bug_seeds(engine: str, n: int, options: dict[str, Any]) -> set[int]:

@@ -12,7 +12,8 @@ storm               every replica isolated long enough for timeouts to double se
                     after the heal, views must converge and commits resume
 proposer-crash      the current proposer crashes; the others must commit without it
 lost-votes          a replica crashes right after signing and restarts with its hard state
-                    lost; it must never sign a second digest for a slot
+                    lost (the same replica each time); it must never sign a second digest
+                    for a slot
 locked              IBFT-1.0's liveness bug: one replica prepared on block A in one view, another
                     on block B in a later view, then f replicas crash; commits must resume
 ==================  ==========================================================================
@@ -216,6 +217,7 @@ class LostVotesScenario(Scenario):
         self.pending: list[tuple[int, int]] = []  # (tick, replica) restarts
         self.crash_next: int | None = None
         self.restarts = 0
+        self.chosen = False  # once a replica lost its state, only it is crashed again
         sim.ctx.on_sent = self._on_sent
 
     def _on_sent(self, replica: int, msg: SignedMessage) -> None:
@@ -230,9 +232,11 @@ class LostVotesScenario(Scenario):
             return
         if sim.checker.tip(replica) < 1 or msg.kind not in VOTE_OR_PROPOSAL:
             return  # a fresh replica (height 0) cannot tell lost state from a first start
+        if self.chosen and replica != self.victim:
+            return  # one replica loses its state (repeatedly): it is the one fault it costs
         proposing = msg.kind in (Kind.PRE_PREPARE, Kind.BLOCK)
         if proposing if self.proposer_victim else replica == self.victim:
-            self.crash_next = replica
+            self.crash_next, self.victim, self.chosen = replica, replica, True
 
     def on_tick(self, now: int) -> None:
         """Crash the trapped replica; restart it a few ticks later without hard state."""
