@@ -62,7 +62,7 @@ def equivocate(
     layout: NetworkLayout,
     byzantine: int,
     honest: Sequence[int],
-    slots: Sequence[tuple[Kind, int, int]],
+    slots: Sequence[tuple[Kind, int, int]] | Callable[[], Sequence[tuple[Kind, int, int]]],
     until: Callable[[], bool],
     timeout: float = 60.0,
 ) -> list[Equivocation]:
@@ -72,19 +72,28 @@ def equivocate(
     broadcasts both messages of every slot on the consensus channel, and keeps the
     connections open until ``until()`` holds (checked off the event loop) or ``timeout``
     seconds passed (then raises AssertionError). Returns what was sent.
+
+    ``slots`` may be a callable, evaluated once the connections are up: a slot chosen from
+    the chain's head before a slow TLS handshake can be out of the window by then.
     """
     signer = signer_of(layout, byzantine)
     engine = EngineId.PBFT if layout.engine == "pbft" else EngineId.DPOS
-    offences = [conflicting(signer, layout.chain_id, engine, k, h, r) for k, h, r in slots]
+    sent: list[Equivocation] = []
+
+    def offences() -> list[Equivocation]:
+        chosen = slots() if callable(slots) else slots
+        sent.extend(conflicting(signer, layout.chain_id, engine, k, h, r) for k, h, r in chosen)
+        return sent
+
     asyncio.run(_run(layout, byzantine, honest, offences, until, timeout))
-    return offences
+    return sent
 
 
 async def _run(
     layout: NetworkLayout,
     byzantine: int,
     honest: Sequence[int],
-    offences: Sequence[Equivocation],
+    offences: Callable[[], Sequence[Equivocation]],
     until: Callable[[], bool],
     timeout: float,
 ) -> None:
@@ -111,7 +120,8 @@ async def _run(
     )
     async with transport:
         await transport.wait_connected(peers, timeout=timeout)
-        for offence in offences:
+        chosen = await asyncio.to_thread(offences)
+        for offence in chosen:
             transport.broadcast(offence.first.encode(), channel=Channel.CONSENSUS)
             transport.broadcast(offence.second.encode(), channel=Channel.CONSENSUS)
         deadline = time.monotonic() + timeout

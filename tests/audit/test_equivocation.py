@@ -351,14 +351,17 @@ def test_dpos_equivocation_jails_the_delegate_through_the_election_contract(
     assert election.functions.isCandidate(delegate.address).call() is True
 
     net.stop(BYZANTINE)
-    status = net.status(0)
-    assert status is not None
-    height = int(status["height"]) + 1
+
+    def next_height() -> list[tuple[Kind, int, int]]:  # read once the adversary is connected
+        status = net.status(0)
+        assert status is not None
+        return [(Kind.CONFIRM, int(status["height"]) + 1, 1)]  # round 1: confirm of round 0
+
     equivocate(
         net.layout,
         BYZANTINE,
         HONEST,
-        [(Kind.CONFIRM, height, 1)],  # wire round 1 = the confirm phase of round 0
+        next_height,
         until=lambda: all(_evidence_count(net, i) >= 1 for i in HONEST),
     )
     data_dir = str(net.layout.miners[0].data_dir)
