@@ -105,6 +105,7 @@ class PbftState:
         self._vc_attempt = 0
         self._amnesiac = False
         self._fresh = hard_state is None and committed_height == 0
+        self._restart_tip = committed_height  # what the host had stored when we started
         if hard_state is None and committed_height > 0:
             self._become_amnesiac()
         self._nv_message: SignedMessage | None = None
@@ -236,12 +237,15 @@ class PbftState:
 
         Votes were only ever signed at the pending height, and the host stores a committed
         block before it sends anything signed after it; so every vote we may have lost is at
-        or below the stored tip + 1. That height is closed to us for good (the floor,
-        persisted). We stay passive (no votes, proposals or NEW-VIEWs) until the others
-        commit it; above it we cannot contradict a vote of an earlier incarnation.
+        or below the tip stored when we started, + 1 (for a replica that starts fresh at
+        genesis and later learns it may not be fresh: height 1). That height is closed to
+        us for good (the floor, persisted). We stay passive (no votes, proposals or
+        NEW-VIEWs) until the others commit it; above it we cannot contradict a vote of an
+        earlier incarnation.
         """
-        self._fresh, self._amnesiac, self._dirty = False, True, True
-        self._floor = max(self._floor, self._committed_height + 1)
+        self._floor = max(self._floor, self._restart_tip + 1)
+        self._fresh, self._dirty = False, True
+        self._amnesiac = self._committed_height < self._floor
 
     def _observe(self, msg: SignedMessage) -> None:
         ev = self._detector.observe(msg)

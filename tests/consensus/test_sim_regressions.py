@@ -62,7 +62,27 @@ _AMNESIAC_REENABLED = [
 
 #: Entries with a reason (last field) are known, unfixed engine bugs: they run as
 #: ``xfail(strict=False)`` and the seed sweeps leave those seeds to this file.
-REGRESSIONS: list[Regression] = [*_SPLIT_VIEWS, *_COMMITTED_AHEAD, *_AMNESIAC_REENABLED]
+#: Found by the long soak at 0386843 (run 2712), fixed by the commit that added it: a
+#: replica that started fresh at genesis, committed height 1 by catch-up without voting,
+#: then saw votes at height 2 took "amnesiac" to mean "floor = committed + 1" and closed
+#: height 2 to itself as well as the real amnesiac did: two passive replicas of four, no
+#: quorum. The floor is now the tip stored at start + 1.
+_FRESH_FLOOR = [
+    (
+        "pbft",
+        4,
+        2712,
+        {"scenario": "lost-votes", "fault_ticks": 120, "tail_ticks": 40, "epoch_length": 4},
+        None,
+    ),
+]
+
+REGRESSIONS: list[Regression] = [
+    *_SPLIT_VIEWS,
+    *_COMMITTED_AHEAD,
+    *_AMNESIAC_REENABLED,
+    *_FRESH_FLOOR,
+]
 
 
 def known_bug_seeds(engine: str, n: int, options: dict[str, Any]) -> set[int]:
