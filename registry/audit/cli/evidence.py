@@ -27,6 +27,7 @@ from rich.table import Table
 
 from node.errors import InvalidInput, TwinChainError
 from registry.audit.cli import audit_app
+from registry.cli_registry import Keystore, PasswordEnv, PasswordFile, Url
 
 __all__ = ["equivocations", "jail"]
 
@@ -41,19 +42,7 @@ GenesisOpt = Annotated[
     Path | None,
     typer.Option("--genesis", help="genesis.json (default: found beside the data dir)."),
 ]
-Url = Annotated[
-    str | None, typer.Option("--url", help="A running miner, e.g. http://127.0.0.1:8545.")
-]
 Token = Annotated[str | None, typer.Option("--token", help="Bearer token for --url.")]
-Keystore = Annotated[
-    Path | None, typer.Option("--keystore", help="Member keystore (signs in / signs).")
-]
-PasswordFile = Annotated[
-    Path | None, typer.Option("--password-file", help="Keystore password file.")
-]
-PasswordEnv = Annotated[
-    str | None, typer.Option("--password-env", help="Env var with the password.")
-]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
